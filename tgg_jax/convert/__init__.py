@@ -1,0 +1,1 @@
+"""Checkpoint conversion between Hugging Face (PyTorch, safetensors) and tgg-jax (Orbax)."""

@@ -1,0 +1,108 @@
+"""Name maps between Hugging Face tensors and tgg-jax parameters, as readable tables.
+
+A table is a list of `Rule(hf, tgg, hook)`: `hf` and `tgg` are dotted names where `{i}` stands for
+a layer index; `hook` says how the tensor's shape changes on the way in (`to_tgg`) and out
+(`to_hf`). Reading is lazy (`read(name)` is called once per tensor, when it is needed), so a 7B
+import never holds the checkpoint and the model at the same time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+    """A pair of inverse shape transforms: HF tensor -> tgg array and back."""
+    name: str
+    to_tgg: Callable[[np.ndarray], np.ndarray]
+    to_hf: Callable[[np.ndarray], np.ndarray]
+
+
+IDENTITY = Hook("identity", lambda x: x, lambda x: x)
+# torch.nn.Linear stores [out, in]; nnx.Linear stores [in, out].
+LINEAR = Hook("linear", lambda x: x.T, lambda x: x.T)
+# torch.nn.Conv2d stores [out, in, h, w]; nnx.Conv (NHWC) stores [h, w, in, out].
+CONV = Hook("conv", lambda x: x.transpose(2, 3, 1, 0), lambda x: x.transpose(3, 2, 0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    hf: str
+    tgg: str
+    hook: Hook = IDENTITY
+
+
+def expand(table: list[Rule], num_layers: int) -> list[tuple[str, str, Hook]]:
+    """Every concrete (hf name, tgg name, hook), with `{i}` expanded over the layers."""
+    out = []
+    for rule in table:
+        if "{i}" in rule.hf:
+            out += [(rule.hf.format(i=i), rule.tgg.format(i=i), rule.hook) for i in range(num_layers)]
+        else:
+            out.append((rule.hf, rule.tgg, rule.hook))
+    return out
+
+
+def tgg_path(name: str) -> tuple[str | int, ...]:
+    """'layers.3.attn.q_proj.kernel' -> ('layers', 3, 'attn', 'q_proj', 'kernel') (nnx state path)."""
+    return tuple(int(p) if p.isdigit() else p for p in name.split("."))
+
+
+def tgg_name(path: tuple) -> str:
+    return ".".join(str(getattr(p, "key", p)) for p in path)
+
+
+def import_tensors(read: Callable[[str], np.ndarray], table: list[Rule], num_layers: int,
+                   hf_prefix: str = "", tgg_prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (tgg name, array) for every rule, reading each HF tensor lazily."""
+    for hf, tgg, hook in expand(table, num_layers):
+        yield tgg_prefix + tgg, hook.to_tgg(np.asarray(read(hf_prefix + hf)))
+
+
+def export_tensors(get: Callable[[str], np.ndarray], table: list[Rule], num_layers: int,
+                   hf_prefix: str = "", tgg_prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (HF name, array) for every rule, fetching each tgg parameter lazily."""
+    for hf, tgg, hook in expand(table, num_layers):
+        yield hf_prefix + hf, np.ascontiguousarray(hook.to_hf(np.asarray(get(tgg_prefix + tgg))))
+
+
+def load_into(module, tensors: Mapping[str, np.ndarray] | Iterator[tuple[str, np.ndarray]],
+              strict: bool = True) -> None:
+    """Assign arrays to an nnx module's parameters by tgg name, checking every shape.
+
+    With `strict`, every parameter of the module must be assigned exactly once.
+    """
+    from flax import nnx
+    import jax.numpy as jnp
+
+    state = nnx.state(module, nnx.Param)
+    flat = {tgg_name(path): var for path, var in nnx.to_flat_state(state)}
+    seen = set()
+    items = tensors.items() if isinstance(tensors, Mapping) else tensors
+    for name, array in items:
+        if name not in flat:
+            raise KeyError(f"no parameter named {name!r} in {type(module).__name__}")
+        var = flat[name]
+        current = var.get_value()
+        if tuple(current.shape) != tuple(array.shape):
+            raise ValueError(f"shape mismatch for {name}: checkpoint {tuple(array.shape)}, "
+                             f"model {tuple(current.shape)}")
+        var.set_value(jnp.asarray(array, dtype=current.dtype))
+        seen.add(name)
+    missing = sorted(set(flat) - seen)
+    if strict and missing:
+        raise KeyError(f"{len(missing)} parameters were not assigned, e.g. {missing[:5]}")
+
+
+_LAYER = re.compile(r"\.(\d+)\.")
+
+
+def layer_count(names, prefix: str) -> int:
+    """Number of `{prefix}{i}.` layers among tensor names (to cross-check config.json)."""
+    idx = {int(m.group(1)) for n in names if n.startswith(prefix) and (m := _LAYER.search(n[len(prefix) - 1:]))}
+    return max(idx) + 1 if idx else 0

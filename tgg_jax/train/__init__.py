@@ -1,0 +1,1 @@
+"""tgg_jax.train"""
