@@ -1,0 +1,78 @@
+"""Parameter checkpoints: an Orbax pytree of parameters next to the model config as JSON.
+
+Layout of a parameter checkpoint directory (written by `tgg-convert import-hf` and, per step, by
+the trainer):
+
+    CKPT/params/            Orbax PyTree checkpoint of the nnx parameter state (pure dict)
+    CKPT/tgg_config.json    TGGConfig.to_dict()
+
+Restoring always goes through an abstract target built from the config, so the tree structure
+(and, when shardings are given, the placement on a mesh) comes from the model, not the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+
+CONFIG_FILE = "tgg_config.json"
+PARAMS_DIR = "params"
+
+
+def abstract_model(config: TGGConfig) -> TinyGroundingGPT:
+    """The model with ShapeDtypeStruct leaves: shapes and logical axes, no memory."""
+    return nnx.eval_shape(lambda: TinyGroundingGPT(config, rngs=nnx.Rngs(0)))
+
+
+def save_config(path: str, config: TGGConfig) -> None:
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, CONFIG_FILE), "w") as f:
+        json.dump(config.to_dict(), f, indent=1)
+
+
+def load_config(path: str) -> TGGConfig:
+    file = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file}: missing; {path} is not a tgg-jax parameter checkpoint")
+    with open(file) as f:
+        return TGGConfig.from_dict(json.load(f))
+
+
+def save_params(path: str, params: dict, config: TGGConfig) -> None:
+    """Write a parameter checkpoint (params: nnx pure dict of arrays, host or device)."""
+    path = os.path.abspath(path)
+    save_config(path, config)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(os.path.join(path, PARAMS_DIR), params, force=True)
+    checkpointer.wait_until_finished()
+
+
+def params_target(config: TGGConfig, shardings=None):
+    """Abstract pure-dict target for restoring; with `shardings` (same tree) the arrays land
+    sharded on the mesh, without them as host numpy arrays."""
+    state = nnx.state(abstract_model(config), nnx.Param).to_pure_dict()
+    if shardings is None:
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def load_params(path: str, shardings=None) -> tuple[dict, TGGConfig]:
+    """Restore (params pure dict, config) from a parameter checkpoint directory."""
+    path = os.path.abspath(path)
+    config = load_config(path)
+    params_dir = os.path.join(path, PARAMS_DIR)
+    if not os.path.isdir(params_dir):
+        raise FileNotFoundError(f"{params_dir}: missing parameter tree")
+    restored = ocp.StandardCheckpointer().restore(params_dir, params_target(config, shardings))
+    return restored, config
+
+
+def to_host(tree):
+    return jax.tree.map(np.asarray, tree)

@@ -1,0 +1,58 @@
+"""`tgg-convert`: move weights between Hugging Face directories and tgg-jax checkpoints.
+
+    tgg-convert import-hf --llm DIR --clip DIR --dinov2 DIR --out CKPT [--projector FILE]
+    tgg-convert export-hf --checkpoint CKPT --out DIR [--dtype bfloat16|float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from absl import logging
+
+
+def _import(args) -> None:
+    from tgg_jax.checkpoint import save_params
+    from tgg_jax.convert.import_hf import import_hf
+
+    params, config = import_hf(args.llm, args.clip, args.dinov2, projector=args.projector,
+                               seed=args.seed, object_pool=args.object_pool)
+    save_params(args.out, params, config)
+    print(f"wrote {args.out} (LLM {config.llm.num_layers} layers x {config.llm.hidden_size}, "
+          f"{'tied' if config.llm.tie_word_embeddings else 'untied'} head)")
+
+
+def _export(args) -> None:
+    from tgg_jax.convert.export_hf import export_hf
+
+    export_hf(args.checkpoint, args.out, dtype=args.dtype)
+    print(f"wrote {args.out}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tgg-convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import-hf", help="Hugging Face directories -> tgg-jax checkpoint")
+    imp.add_argument("--llm", required=True, help="Qwen2.5 directory (Qwen2ForCausalLM)")
+    imp.add_argument("--clip", required=True, help="CLIP ViT-L/14-336 directory (CLIPModel or CLIPVisionModel)")
+    imp.add_argument("--dinov2", required=True, help="DINOv2-L/14 directory (Dinov2Model)")
+    imp.add_argument("--projector", help="safetensors with mm_projector weights; fresh init if absent")
+    imp.add_argument("--object_pool", type=int, default=1, help="k x k pooling of object features")
+    imp.add_argument("--seed", type=int, default=0, help="seed of a fresh projector")
+    imp.add_argument("--out", required=True, help="output checkpoint directory")
+    imp.set_defaults(fn=_import)
+    exp = sub.add_parser("export-hf", help="tgg-jax checkpoint -> Hugging Face directories")
+    exp.add_argument("--checkpoint", required=True)
+    exp.add_argument("--out", required=True)
+    exp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    exp.set_defaults(fn=_export)
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    args.fn(args)
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
