@@ -60,11 +60,15 @@ def patch_conv(patch_size: int, in_channels: int, dim: int, *, use_bias: bool, d
         bias_init=param_init(nnx.initializers.zeros_init(), ("vision_embed",)), rngs=rngs)
 
 
+def check_nhwc(pixel_values: jax.Array, channels: int) -> None:
+    if pixel_values.ndim != 4 or pixel_values.shape[-1] != channels:
+        raise ValueError(f"pixel_values must be [batch, height, width, {channels}] (NHWC), "
+                         f"got shape {pixel_values.shape}")
+
+
 def embed_patches(conv: nnx.Conv, pixel_values: jax.Array) -> tuple[jax.Array, tuple[int, int]]:
     """[B, H, W, C] -> ([B, h*w, D] in row-major patch order, (h, w)), h = H // p, w = W // p."""
-    if pixel_values.ndim != 4 or pixel_values.shape[-1] != conv.in_features:
-        raise ValueError(f"pixel_values must be [batch, height, width, {conv.in_features}] (NHWC), "
-                         f"got shape {pixel_values.shape}")
+    check_nhwc(pixel_values, conv.in_features)
     patches = conv(pixel_values)
     b, h, w, d = patches.shape
     return patches.reshape(b, h * w, d), (h, w)

@@ -1,0 +1,92 @@
+"""Fields shared by every training config. A stage file changes only what differs (SPEC §3).
+
+Run:  tgg-train --config configs/stage2.py:3b --workdir DIR [--config.lr=1e-5 ...]
+"""
+
+import ml_collections
+
+LLM_AND_PROJECTOR = ("projector\\..*", "llm\\..*")
+PROJECTOR_ONLY = ("projector\\..*",)
+
+# Per-device batch of SPEC §3 is for 8 GPUs; the configs give the global batch.
+GPUS_IN_RECIPE = 8
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "3b"              # "1.5b", "3b", "7b" or "tiny"
+    c.model.dtype = "bfloat16"         # compute dtype; parameters and optimiser state stay fp32
+    c.model.remat_policy = "full"      # none | full | dots | save_attn_mlp_out
+    c.model.object_pool = 1            # 2 -> 144 tokens per <object>
+    # Only read by the "tiny" preset.
+    c.model.hidden_size = 128
+    c.model.intermediate_size = 384
+    c.model.num_layers = 4
+    c.model.num_heads = 4
+    c.model.num_kv_heads = 2
+    c.model.vision_width = 64
+    c.model.vision_layers = 2
+    c.model.vision_heads = 4
+    c.model.patch_size = 14
+    c.model.image_size = 336
+
+    c.init_from = ""                   # previous stage's checkpoint (or tgg-convert import-hf output)
+    c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train
+
+    c.data = ml_collections.ConfigDict()
+    c.data.data_dir = "~/tensorflow_datasets"
+    c.data.tokenizer = ""              # HF tokenizer dir (Qwen2.5), or "tiny" (trained on tgg_shapes)
+    c.data.mixture = ()                # ((dataset, split, weight), ...)
+    c.data.max_length = 2048
+    c.data.buckets = (512, 1024, 2048)
+    c.data.max_objects = 4
+    c.data.object_margin = 0.1
+    c.data.object_jitter = 0.2
+    c.data.worker_count = 8            # Grain multiprocess workers per host (0: in process)
+    c.data.num_examples = 0            # examples in one epoch of the mixture (for epochs -> steps)
+    c.data.eval = ()                   # ((dataset, split), ...) for held-out loss
+    c.data.eval_examples = 0           # 0: the whole split
+
+    c.batch_size = 256                 # global
+    c.grad_accum_steps = 1
+    c.loss_chunk = 512                 # tokens per chunk of the vocabulary projection
+    c.epochs = 1.0
+    c.total_steps = 0                  # 0: from epochs x num_examples / batch_size
+
+    c.lr = 2e-5
+    c.warmup_ratio = 0.03
+    c.weight_decay = 0.0
+    c.grad_clip_norm = 1.0
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.999
+    c.adam_eps = 1e-8
+
+    c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 1000
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+
+    c.log_every_steps = 10
+    c.eval_every_steps = 0             # 0: only at the end
+    c.peak_flops_per_device = 0.0      # 0: look up by device kind (MFU is NaN when unknown)
+
+    c.final_eval = ml_collections.ConfigDict()
+    c.final_eval.enabled = False       # generate on a held-out split and score it (tiny default)
+    c.final_eval.dataset = "tgg_shapes"
+    c.final_eval.split = "test"
+    c.final_eval.examples = 0
+    c.final_eval.batch_size = 32
+    c.final_eval.max_new_tokens = 32
+    c.final_eval.images_to_draw = 8
+    return c
+
+
+def size_arg(arg: str) -> str:
+    if arg not in ("1.5b", "3b", "7b"):
+        raise ValueError(f"config argument must be one of 1.5b, 3b, 7b; got {arg!r}")
+    return arg

@@ -1,0 +1,44 @@
+"""The embedded default: a tiny TinyGroundingGPT trained from scratch on the built-in synthetic
+grounding data (tgg_shapes) on a CPU in about 10 minutes, then evaluated on the held-out split.
+
+    tgg-train --config configs/tiny.py --workdir runs/tiny
+"""
+
+from configs import common
+
+
+def get_config(arg: str = ""):
+    del arg
+    c = common.get_base_config()
+    c.model.preset = "tiny"
+    c.model.dtype = "float32"          # CPUs have no fast bf16 matmul
+    c.model.remat_policy = "none"
+    c.model.image_size = 112           # 8 x 8 patches of 14 px: 64 tokens per image / object
+    c.trainable = common.LLM_AND_PROJECTOR
+
+    c.data.data_dir = "~/tensorflow_datasets"
+    c.data.tokenizer = "tiny"          # byte-level BPE trained on tgg_shapes text, 512 entries
+    c.data.mixture = (("tgg_shapes", "train", 1.0),)
+    c.data.max_length = 256
+    c.data.buckets = (256,)
+    c.data.max_objects = 1
+    c.data.worker_count = 0
+    c.data.eval = (("tgg_shapes", "validation"),)
+    c.data.eval_examples = 256
+
+    c.batch_size = 32
+    c.loss_chunk = 0
+    c.total_steps = 600
+    c.lr = 1e-3
+    c.warmup_ratio = 0.03
+    c.weight_decay = 0.0
+
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
+    c.checkpoint.every_steps = 200
+    c.checkpoint.keep = 2
+    c.log_every_steps = 20
+    c.eval_every_steps = 200
+
+    c.final_eval.enabled = True
+    c.final_eval.examples = 500
+    return c

@@ -1,0 +1,41 @@
+"""Helpers shared by the CLIP and DINOv2 tower tests: random HF weights and saved checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flax import nnx
+from safetensors.numpy import load_file
+
+from tgg_jax.convert.mapping import tgg_name
+
+
+def randomize(model: torch.nn.Module, seed: int) -> None:
+    """Perturb every parameter (so norms, biases and tokens are not 1/0), LayerScale to U(0.1, 1.5)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lambda1"):
+                p.copy_(0.1 + 1.4 * torch.rand(p.shape, generator=g))
+            else:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def saved_tensors(model, directory) -> dict[str, np.ndarray]:
+    """The tensors exactly as transformers writes them to model.safetensors (checkpoint names)."""
+    model.save_pretrained(directory)
+    return load_file(f"{directory}/model.safetensors")
+
+
+def images(seed: int, batch: int, height: int, width: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The same random normalised images as torch NCHW and numpy NHWC."""
+    nchw = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    return nchw, nchw.permute(0, 2, 3, 1).numpy()
+
+
+def params_by_name(module) -> dict[str, nnx.Variable]:
+    return {tgg_name(path): var for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param))}
+
+
+def param_count(abstract_module) -> int:
+    return sum(int(np.prod(v.get_value().shape)) for v in params_by_name(abstract_module).values())

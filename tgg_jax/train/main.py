@@ -1,0 +1,83 @@
+"""`tgg-train --config configs/<file>.py:<arg> --workdir DIR [--config.x=y ...] [--compile_only]`.
+
+Multi-host: `jax.distributed` is initialised from SLURM's or the TPU runtime's environment, or
+from --coordinator_address/--num_processes/--process_id. Re-running the same command resumes
+from the latest checkpoint in the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, eval output.")
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False,
+                                  "Compile the train step for the config's mesh and print per-device memory.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices (testing).")
+
+
+def initialize_distributed() -> None:
+    """jax.distributed from flags, or automatically under SLURM / on TPU / with JAX_COORDINATOR_ADDRESS."""
+    import jax
+    if _COORDINATOR.value:
+        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                                   process_id=_PROCESS_ID.value)
+    elif "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        jax.distributed.initialize()  # cluster auto-detection reads SLURM's environment
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
+
+
+def main(argv) -> None:
+    del argv
+    import jax
+    if _CPU_DEVICES.value:
+        jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
+    initialize_distributed()
+    config = _CONFIG.value
+    if _COMPILE_ONLY.value:
+        from tgg_jax.train.plan import compile_only
+        report = compile_only(config)
+        print(json.dumps(report, indent=1))
+        return
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required")
+    from tgg_jax.train import trainer
+    run = trainer.setup(config, _WORKDIR.value)
+    last = trainer.train(run)
+    if config.final_eval.enabled and int(run.state.step) >= run.total_steps:
+        from tgg_jax.train.final_eval import evaluate_run
+        evaluate_run(run)
+    logging.info("done: %s", last)
+
+
+def config_import_path(argv: list[str]) -> None:
+    """Config files import their siblings as `configs.common`: put the folder holding `configs/`
+    on sys.path, wherever the command runs from."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--config=") else (
+            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+        if value:
+            path = os.path.abspath(value.split(":", 1)[0])
+            sys.path.insert(0, os.path.dirname(os.path.dirname(path)))
+            return
+    sys.path.insert(0, os.getcwd())
+
+
+def run() -> None:
+    logging.set_verbosity(logging.INFO)
+    config_import_path(sys.argv)
+    app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+    run()

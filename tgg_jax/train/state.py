@@ -1,0 +1,94 @@
+"""Building the model config, the sharded train state, and its initialisation (fresh or `init_from`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from tgg_jax import checkpoint
+from tgg_jax.models import clip, dinov2, qwen2
+from tgg_jax.models.tgg import PRESETS, TGGConfig, TinyGroundingGPT, with_dtype
+from tgg_jax.sharding import state_shardings
+from tgg_jax.train.checkpointing import split_like
+from tgg_jax.train.optimizer import check_patterns, trainable_filter
+from tgg_jax.train.step import TrainState
+from tgg_jax.convert.mapping import tgg_name
+
+
+def model_config(config, tokenizer) -> TGGConfig:
+    """The TGGConfig a run trains, from config.model and the tokenizer's placeholder ids."""
+    m = config.model
+    if m.preset == "tiny":
+        # Vocabulary rounded up to a multiple of 64 rows, as Qwen2.5 pads its own table.
+        vocab = -(-tokenizer.vocab_size // 64) * 64
+        cfg = TGGConfig(
+            llm=qwen2.Qwen2Config(vocab_size=vocab, hidden_size=m.hidden_size,
+                                  intermediate_size=m.intermediate_size, num_layers=m.num_layers,
+                                  num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+                                  tie_word_embeddings=True, max_position_embeddings=config.data.max_length),
+            clip=clip.CLIPVisionConfig(hidden_size=m.vision_width, intermediate_size=2 * m.vision_width,
+                                       num_layers=m.vision_layers, num_heads=m.vision_heads,
+                                       patch_size=m.patch_size, image_size=m.image_size),
+            dinov2=dinov2.Dinov2Config(hidden_size=m.vision_width, mlp_ratio=2, num_layers=m.vision_layers,
+                                       num_heads=m.vision_heads, patch_size=m.patch_size,
+                                       image_size=m.image_size),
+            object_pool=m.object_pool, image_token_id=tokenizer.image_id,
+            object_token_id=tokenizer.object_id)
+    elif m.preset in PRESETS:
+        cfg = PRESETS[m.preset]().replace(object_pool=m.object_pool)
+        if (tokenizer.image_id, tokenizer.object_id) != (cfg.image_token_id, cfg.object_token_id):
+            raise ValueError(f"tokenizer places <image>/<object> at {tokenizer.image_id}/{tokenizer.object_id}, "
+                             f"the model expects {cfg.image_token_id}/{cfg.object_token_id}")
+    else:
+        raise ValueError(f"config.model.preset must be 'tiny' or one of {sorted(PRESETS)}, got {m.preset!r}")
+    cfg = with_dtype(cfg, m.dtype)
+    return cfg.replace(llm=dataclasses.replace(cfg.llm, remat_policy=m.remat_policy))
+
+
+def create_state(model_cfg: TGGConfig, optimizer: optax.GradientTransformation, trainable_patterns,
+                 seed: int):
+    """(graphdef, abstract TrainState with logical metadata, init function)."""
+    is_trainable = trainable_filter(trainable_patterns)
+
+    def init(rng_seed):
+        model = TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(rng_seed))
+        _, trainable, frozen = nnx.split(model, is_trainable, ...)
+        return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
+                          opt_state=optimizer.init(trainable))
+
+    abstract_model = nnx.eval_shape(lambda: TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(seed)))
+    graphdef, trainable, frozen = nnx.split(abstract_model, is_trainable, ...)
+    names = [tgg_name(p) for p, _ in nnx.to_flat_state(nnx.state(abstract_model, nnx.Param))]
+    check_patterns(trainable_patterns, names)
+    abstract = jax.eval_shape(init, seed)
+    return graphdef, abstract, init
+
+
+def state_sharding(abstract: TrainState, optimizer: optax.GradientTransformation, mesh) -> TrainState:
+    """NamedShardings for every leaf: parameters by the logical rules, optimiser moments like
+    their parameters, scalars replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    trainable = state_shardings(abstract.trainable, mesh)
+    frozen = state_shardings(abstract.frozen, mesh)
+    opt = optax.tree_utils.tree_map_params(
+        optimizer, lambda _, s: s, abstract.opt_state, trainable,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return TrainState(step=replicated, trainable=trainable, frozen=frozen, opt_state=opt)
+
+
+def load_init_from(state: TrainState, path: str, shardings: TrainState, model_cfg: TGGConfig) -> TrainState:
+    """Replace the parameters (not the optimiser state) with those of a previous stage's checkpoint."""
+    saved_cfg = checkpoint.load_config(path)
+    if saved_cfg.llm.hidden_size != model_cfg.llm.hidden_size or saved_cfg.llm.num_layers != model_cfg.llm.num_layers:
+        raise ValueError(f"init_from {path}: its model ({saved_cfg.llm.num_layers} layers x "
+                         f"{saved_cfg.llm.hidden_size}) is not this run's")
+    all_shardings = nnx.merge_state(shardings.trainable, shardings.frozen).to_pure_dict()
+    params, _ = checkpoint.load_params(path, shardings=all_shardings)
+    trainable, frozen = split_like(params, state.trainable, state.frozen)
+    return state.replace(trainable=trainable, frozen=frozen)

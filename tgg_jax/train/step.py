@@ -1,0 +1,115 @@
+"""The training step: next-token loss on assistant tokens, gradient accumulation, AdamW update.
+
+State is functional (nnx.split): trainable parameters, frozen parameters (no gradient, no
+optimiser state) and the optimiser state travel as pytrees so the step can be jitted with
+explicit shardings and donated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+BATCH_KEYS = ("input_ids", "positions", "segment_ids", "targets", "target_mask", "images", "objects")
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    trainable: nnx.State
+    frozen: nnx.State
+    opt_state: Any
+
+
+def chunked_cross_entropy(hidden: jax.Array, logits_fn, targets: jax.Array, mask: jax.Array,
+                          chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Summed token cross-entropy and token count, computing logits `chunk` positions at a time.
+
+    hidden [B, T, H], targets/mask [B, T]. The [B, T, vocab] float32 logits of a 151936-row
+    vocabulary would dominate memory; each chunk's logits are recomputed in the backward pass.
+    """
+    b, t, h = hidden.shape
+    chunk = min(chunk, t) if chunk > 0 else t
+    if t % chunk:
+        raise ValueError(f"sequence length {t} is not a multiple of loss_chunk {chunk}")
+    n = t // chunk
+
+    @jax.checkpoint
+    def one(x, y, m):
+        logits = logits_fn(x)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return jnp.sum(losses * m)
+
+    xs = (hidden.reshape(b, n, chunk, h).swapaxes(0, 1), targets.reshape(b, n, chunk).swapaxes(0, 1),
+          mask.reshape(b, n, chunk).swapaxes(0, 1).astype(jnp.float32))
+    total = jax.lax.map(lambda a: one(*a), xs).sum()
+    return total, jnp.sum(mask.astype(jnp.float32))
+
+
+def loss_sum_and_count(model, batch: dict, loss_chunk: int) -> tuple[jax.Array, jax.Array]:
+    hidden, _ = model.hidden_states(batch["input_ids"], positions=batch["positions"],
+                                    segment_ids=batch["segment_ids"], images=batch.get("images"),
+                                    objects=batch.get("objects"))
+    return chunked_cross_entropy(hidden, model.llm.logits, batch["targets"], batch["target_mask"],
+                                 loss_chunk)
+
+
+def split_microbatches(batch: dict, steps: int) -> dict:
+    """[B, ...] -> [steps, B / steps, ...] for gradient accumulation."""
+    def split(x):
+        if x.shape[0] % steps:
+            raise ValueError(f"batch {x.shape[0]} is not divisible by grad_accum_steps {steps}")
+        return x.reshape(steps, x.shape[0] // steps, *x.shape[1:])
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule, *,
+                    grad_accum_steps: int = 1, loss_chunk: int = 0):
+    """A pure (state, batch) -> (state, metrics) step, to be jitted by the caller.
+
+    The loss is the mean over all target tokens of the global batch: per-microbatch sums and
+    counts are added before dividing, so accumulation gives the same update as one big batch.
+    """
+
+    def loss_fn(trainable, frozen, batch):
+        model = nnx.merge(graphdef, trainable, frozen)
+        return loss_sum_and_count(model, batch, loss_chunk)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, batch: dict):
+        micro = split_microbatches(batch, grad_accum_steps)
+
+        def accumulate(carry, mb):
+            grads, loss, count = carry
+            (l, c), g = grad_fn(state.trainable, state.frozen, mb)
+            return (jax.tree.map(jnp.add, grads, g), loss + l, count + c), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.trainable)
+        (grads, loss, count), _ = jax.lax.scan(
+            accumulate, (zeros, jnp.zeros(()), jnp.zeros(())), micro)
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+        trainable = optax.apply_updates(state.trainable, updates)
+        metrics = {"loss": loss / denom, "tokens": count, "grad_norm": optax.global_norm(grads),
+                   "lr": schedule(state.step)}
+        return dataclasses.replace(state, step=state.step + 1, trainable=trainable,
+                                   opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef, loss_chunk: int = 0):
+    """(state, batch) -> (loss sum, token count) for held-out loss."""
+
+    def eval_step(state: TrainState, batch: dict):
+        model = nnx.merge(graphdef, state.trainable, state.frozen)
+        return loss_sum_and_count(model, batch, loss_chunk)
+
+    return eval_step

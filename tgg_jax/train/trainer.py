@@ -1,0 +1,277 @@
+"""The training loop: one program for one CPU, 8 simulated devices, several hosts or a pod.
+
+    setup()   config checks (before anything compiles) -> tokenizer -> model config -> mesh ->
+              sharded state (fresh, init_from, or resumed) -> data iterator
+    train()   jitted, donated steps; logging; periodic and preemption checkpoints; NaN stop
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from tgg_jax import sharding
+from tgg_jax.data import pipeline
+from tgg_jax.models.tgg import TGGConfig, count_params
+from tgg_jax.train import optimizer as opt_lib
+from tgg_jax.train import state as state_lib
+from tgg_jax.train.checkpointing import Checkpointer
+from tgg_jax.train.metrics import Reporter, peak_flops_per_device, train_flops_per_step
+from tgg_jax.train.step import TrainState, make_eval_step, make_train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def total_steps(config) -> int:
+    if config.total_steps > 0:
+        return int(config.total_steps)
+    if config.data.num_examples <= 0:
+        raise ValueError("set config.total_steps, or config.data.num_examples (with config.epochs)")
+    return max(1, math.ceil(config.epochs * config.data.num_examples / config.batch_size))
+
+
+def validate(config, num_devices: int | None = None, process_count: int | None = None) -> None:
+    """Config errors that must surface before compiling anything, each in plain words."""
+    num_devices = jax.device_count() if num_devices is None else num_devices
+    process_count = jax.process_count() if process_count is None else process_count
+    sizes = [config.mesh[a] for a in sharding.MESH_AXES]
+    known = math.prod(s for s in sizes if s != -1)
+    if sizes.count(-1) > 1 or num_devices % known or (-1 not in sizes and known != num_devices):
+        raise ValueError(f"config.mesh {dict(config.mesh)} does not fit the {num_devices} devices")
+    batch_shards = math.prod(num_devices // known if s == -1 else s for s in sizes[:2])
+    if config.batch_size % (batch_shards * config.grad_accum_steps):
+        raise ValueError(f"config.batch_size {config.batch_size} is not divisible by data x fsdp "
+                         f"({batch_shards}) x grad_accum_steps ({config.grad_accum_steps})")
+    if config.batch_size % process_count:
+        raise ValueError(f"config.batch_size {config.batch_size} is not divisible by the "
+                         f"{process_count} processes")
+    if not config.data.mixture:
+        raise ValueError("config.data.mixture is empty")
+    for entry in config.data.mixture:
+        if len(entry) != 3 or float(entry[2]) <= 0:
+            raise ValueError(f"config.data.mixture entries are (dataset, split, weight > 0); got {entry}")
+    if max(config.data.buckets) > config.data.max_length:
+        raise ValueError("config.data.buckets exceed config.data.max_length")
+    if config.loss_chunk and any(b % config.loss_chunk for b in config.data.buckets):
+        raise ValueError(f"every bucket must be a multiple of config.loss_chunk {config.loss_chunk}")
+
+
+@dataclasses.dataclass
+class Run:
+    config: object
+    workdir: str
+    tokenizer: object
+    model_config: TGGConfig
+    mesh: jax.sharding.Mesh
+    graphdef: object
+    state: TrainState
+    shardings: TrainState
+    optimizer: object
+    schedule: object
+    checkpointer: Checkpointer
+    data_iter: object
+    total_steps: int
+    example_spec: pipeline.ExampleSpec
+
+
+def load_run_tokenizer(config, workdir: str):
+    """The run's tokenizer, saved in the workdir so eval and predict use the same one."""
+    from tgg_jax.data.tokenizer import load_tokenizer
+    saved = os.path.join(workdir, "tokenizer")
+    if os.path.isfile(os.path.join(saved, "tokenizer.json")):
+        return load_tokenizer(saved)
+    if config.data.tokenizer == "tiny":
+        from tgg_jax.data.builders.tgg_shapes import tokenizer_corpus
+        from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
+        tok = train_tiny_tokenizer(tokenizer_corpus(), vocab_size=512)
+    else:
+        tok = load_tokenizer(os.path.expanduser(config.data.tokenizer))
+    if jax.process_index() == 0:
+        tok.save(saved)
+    return tok
+
+
+def example_spec(config, model_cfg: TGGConfig) -> pipeline.ExampleSpec:
+    return pipeline.ExampleSpec(image_size=model_cfg.image_size, image_tokens=model_cfg.image_tokens,
+                                object_tokens=model_cfg.object_tokens, max_length=config.data.max_length,
+                                max_objects=config.data.max_objects,
+                                object_margin=config.data.object_margin,
+                                object_jitter=config.data.object_jitter)
+
+
+def setup(config, workdir: str, *, with_data: bool = True) -> Run:
+    validate(config)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    os.makedirs(workdir, exist_ok=True)
+    steps = total_steps(config)
+    config.unlock()
+    config.total_steps = steps  # the schedule reads it
+    config.lock()
+    tokenizer = load_run_tokenizer(config, workdir)
+    model_cfg = state_lib.model_config(config, tokenizer)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    optimizer = opt_lib.make_optimizer(config)
+    schedule = opt_lib.learning_rate_schedule(config)
+    graphdef, abstract, init = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed)
+    shardings = state_lib.state_sharding(abstract, optimizer, mesh)
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
+                                every_steps=config.checkpoint.every_steps,
+                                async_save=config.checkpoint.async_save, model_config=model_cfg)
+    with jax.set_mesh(mesh):
+        state = jax.jit(init, out_shardings=shardings, static_argnums=0)(config.seed)
+    spec = example_spec(config, model_cfg)
+    data_iter = None
+    if with_data:
+        data_dir = os.path.expanduser(config.data.data_dir)
+        ensure_builtin_data(config, data_dir)
+        per_host = config.batch_size // jax.process_count()
+        data_iter = pipeline.make_train_iterator(
+            [tuple(m) for m in config.data.mixture], data_dir=data_dir, tokenizer=tokenizer, spec=spec,
+            batch_size=per_host, seed=config.seed, buckets=tuple(config.data.buckets),
+            worker_count=config.data.worker_count)
+    if checkpointer.latest_step() is not None:
+        state, _ = checkpointer.restore(state, data_iter)
+        logging.info("resumed from step %d", int(state.step))
+    elif config.init_from:
+        state = state_lib.load_init_from(state, resolve_checkpoint(config.init_from), shardings, model_cfg)
+        logging.info("initialised parameters from %s", config.init_from)
+    return Run(config, workdir, tokenizer, model_cfg, mesh, graphdef, state, shardings, optimizer,
+               schedule, checkpointer, data_iter, steps, spec)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A parameter checkpoint dir, or a run's checkpoints/ dir (-> its latest step)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(os.path.join(path, "params")):
+        return path
+    steps = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+    if not steps:
+        raise FileNotFoundError(f"{path}: neither a parameter checkpoint nor a checkpoints/ directory")
+    return os.path.join(path, str(steps[-1]))
+
+
+def ensure_builtin_data(config, data_dir: str) -> None:
+    """The embedded default needs nothing but the repository: build tgg_shapes if it is missing."""
+    names = {m[0] for m in config.data.mixture} | {e[0] for e in config.data.eval}
+    if config.final_eval.enabled:
+        names.add(config.final_eval.dataset)
+    if "tgg_shapes" in names and jax.process_index() == 0:
+        from tgg_jax.data.builders.tgg_shapes import ensure_built
+        ensure_built(data_dir)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("tgg_shapes built")
+
+
+class PreemptionGuard:
+    """SIGTERM (preemption) sets a flag; the loop saves a checkpoint and exits 0 at the next step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and exiting")
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _batch_flops(run: Run, batch: dict, counts: dict) -> float:
+    images = int(batch["images"].shape[0] * batch["images"].shape[1] + batch["objects"].shape[0] * batch["objects"].shape[1])
+    tokens = int(np.prod(batch["input_ids"].shape))
+    return train_flops_per_step(counts, tokens, images, run.model_config.grid ** 2)
+
+
+def held_out_loss(run: Run, eval_step, dataset: str, split: str, limit: int) -> float:
+    total = count = 0.0
+    batch_size = run.config.batch_size // jax.process_count()
+    for batch in pipeline.make_eval_batches(dataset, split, data_dir=os.path.expanduser(run.config.data.data_dir),
+                                            tokenizer=run.tokenizer, spec=run.example_spec,
+                                            batch_size=batch_size, buckets=tuple(run.config.data.buckets),
+                                            limit=limit):
+        s, c = eval_step(run.state, pipeline.to_global(batch, run.mesh))
+        total += float(s)
+        count += float(c)
+    return total / max(count, 1.0)
+
+
+def train(run: Run) -> dict:
+    """Run to config.total_steps (or until preempted). Returns the last logged metrics."""
+    config = run.config
+    train_step = make_train_step(run.graphdef, run.optimizer, run.schedule,
+                                 grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk)
+    with jax.set_mesh(run.mesh):
+        jit_step = jax.jit(train_step, in_shardings=(run.shardings, None), out_shardings=(run.shardings, None),
+                           donate_argnums=0)
+        eval_step = jax.jit(make_eval_step(run.graphdef, config.loss_chunk))
+    reporter = Reporter(run.workdir, run.total_steps)
+    counts = count_params(run.model_config)
+    peak = peak_flops_per_device(config.peak_flops_per_device)
+    guard = PreemptionGuard()
+    step = int(run.state.step)
+    last: dict = {}
+    history = []
+    window_start, window_tokens, window_flops = time.time(), 0.0, 0.0
+    try:
+        with jax.set_mesh(run.mesh):
+            while step < run.total_steps:
+                batch = next(run.data_iter)
+                flops = _batch_flops(run, batch, counts)
+                new_state, metrics = jit_step(run.state, pipeline.to_global(batch, run.mesh))
+                loss = float(metrics["loss"])
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at step {step + 1}; stopping. The last good checkpoint "
+                        f"(step {run.checkpointer.latest_step()}) in {run.checkpointer.directory} is kept.")
+                run.state = new_state
+                step += 1
+                window_tokens += float(metrics["tokens"])
+                window_flops += flops
+                if step % config.log_every_steps == 0 or step == run.total_steps:
+                    elapsed = max(time.time() - window_start, 1e-9)
+                    last = {"loss": loss, "lr": float(metrics["lr"]), "grad_norm": float(metrics["grad_norm"]),
+                            "tokens_per_s": window_tokens / elapsed,
+                            "mfu": window_flops / elapsed / (peak * jax.device_count())}
+                    reporter.scalars(step, last)
+                    reporter.progress(step, last)
+                    history.append({"step": step, **last})
+                    window_start, window_tokens, window_flops = time.time(), 0.0, 0.0
+                if config.eval_every_steps and step % config.eval_every_steps == 0:
+                    for name, split in config.data.eval:
+                        value = held_out_loss(run, eval_step, name, split, config.data.eval_examples)
+                        reporter.scalars(step, {f"eval/{name}/{split}/loss": value})
+                        history.append({"step": step, f"eval_loss": value})
+                        logging.info("step %d held-out loss %s/%s: %.4f", step, name, split, value)
+                if step % run.checkpointer.every_steps == 0 or step == run.total_steps or guard.requested:
+                    run.checkpointer.save(run.state, run.data_iter, seed=config.seed, force=True)
+                if guard.requested:
+                    break
+    finally:
+        guard.restore()
+        run.checkpointer.wait()
+        reporter.close()
+    _append_history(run.workdir, history)
+    return last
+
+
+def _append_history(workdir: str, history: list[dict]) -> None:
+    """Metrics history as JSON lines (for the training-curve plot)."""
+    if jax.process_index() != 0 or not history:
+        return
+    import json
+    with open(os.path.join(workdir, "history.jsonl"), "a") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
