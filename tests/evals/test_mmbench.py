@@ -45,6 +45,8 @@ def test_circular_copies_by_hand():
         (2000007, "c", "d", "a", "b", "C"),
         (3000007, "b", "c", "d", "a", "D"),
     ]
+    with pytest.raises(ValueError, match="question 7 has label 'E'"):
+        circular_copies({**base, "label": "E"})
 
 
 def test_score_by_hand():

@@ -76,7 +76,8 @@ def _read_jsonl(path):
 
 def test_reproduces_llava_v15_13b(testvectors_dir):
     root = os.path.join(testvectors_dir, "pope")
-    questions = {q["question_id"]: q for q in _read_jsonl(os.path.join(root, "llava_pope_test.jsonl"))}
+    questions = _read_jsonl(os.path.join(root, "llava_pope_test.jsonl"))
+    questions = {q["question_id"]: q for q in questions}
     answers = _read_jsonl(os.path.join(root, "llava-v1.5-13b.jsonl"))
     by_category = defaultdict(list)
     for a in answers:
@@ -88,7 +89,8 @@ def test_reproduces_llava_v15_13b(testvectors_dir):
         # Label files number their questions from 1 per category; they pair in order.
         for a, label in zip(cat_answers, labels):
             question = questions[a["question_id"]]
-            assert (question["image"], question["text"].split("\n")[0]) == (label["image"], label["text"])
+            asked = question["text"].split("\n")[0]
+            assert (question["image"], asked) == (label["image"], label["text"])
             predictions.append({"id": a["question_id"], "category": category,
                                 "label": label["label"], "answer": a["text"]})
     scores = PopeEvaluator().score(predictions)

@@ -78,7 +78,7 @@ def tokens(shape, seed=0):
 def test_logits_match_hf(pair):
     cfg, hf, model = pair
     assert cfg.num_kv_heads < cfg.num_heads  # grouped-query attention
-    assert float(hf.model.layers[0].self_attn.k_proj.bias.abs().min()) > 0
+    assert float(hf.model.layers[0].self_attn.k_proj.bias.detach().abs().min()) > 0
     assert (model.lm_head is None) == cfg.tie_word_embeddings
     ids = tokens((2, 11))
     positions = np.broadcast_to(np.arange(11), ids.shape)
@@ -230,13 +230,15 @@ def _loss_and_grads(cfg, hf):
         weights = segment_ids[:, 1:] > 0
         return (nll * weights).sum() / weights.sum()
 
-    grads = nnx.grad(loss_fn)(model)
+    grads = nnx.jit(nnx.grad(loss_fn))(model)
     jaxpr = str(jax.make_jaxpr(lambda s: loss_fn(nnx.merge(nnx.graphdef(model), s)))(nnx.state(model)))
     return grads, jaxpr
 
 
 def test_remat_policies_give_the_same_gradient(pair):
     cfg, hf, _ = pair
+    if cfg.tie_word_embeddings:
+        pytest.skip("remat wraps the decoder layers only; the untied model covers it")
     ref, jaxpr = _loss_and_grads(cfg, hf)
     assert "remat" not in jaxpr and "checkpoint" not in jaxpr
     for policy in ["full", "dots", "save_attn_mlp_out"]:

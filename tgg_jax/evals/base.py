@@ -1,4 +1,4 @@
-"""The evaluator protocol every benchmark follows (big_vision style: small classes built from config).
+"""The evaluator protocol every benchmark follows (big_vision style: small classes from config).
 
 A runner (`tgg-eval`) drives an evaluator in three steps:
 

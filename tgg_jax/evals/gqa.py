@@ -18,7 +18,8 @@ class GqaEvaluator(Evaluator):
     name = "gqa"
 
     def prompt(self, example):
-        return prompts.human_turn(prompts.short_answer_prompt(field(example, "question", self.name)))
+        question = field(example, "question", self.name)
+        return prompts.human_turn(prompts.short_answer_prompt(question))
 
     def score(self, predictions):
         if not predictions:

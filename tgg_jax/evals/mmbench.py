@@ -19,7 +19,9 @@ _SEPARATORS = ".()[],:;!*#{}"
 
 def _present(value: Any) -> bool:
     # Missing options are None (openpyxl), NaN (pandas) or empty in the released sheets.
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return value is not None and value != ""
 
 
 def options_of(example: Mapping[str, Any]) -> dict[str, str]:
@@ -57,12 +59,15 @@ def circular_copies(example: Mapping[str, Any]) -> list[dict[str, Any]]:
     letters = list(options)
     texts = list(options.values())
     label = field(example, "label", "mmbench")
+    if label not in letters:
+        raise ValueError(f"mmbench: question {example.get('index', '?')!r} has label {label!r}, "
+                         f"not one of its options {letters}")
     copies = []
     for k in range(len(letters)):
         copy = dict(example)
         copy.update({letters[j]: texts[(j - k) % len(letters)] for j in range(len(letters))})
         copy["label"] = letters[(letters.index(label) + k) % len(letters)]
-        copy["index"] = example["index"] + k * COPY_STRIDE
+        copy["index"] = field(example, "index", "mmbench") + k * COPY_STRIDE
         copies.append(copy)
     return copies
 
@@ -70,7 +75,8 @@ def circular_copies(example: Mapping[str, Any]) -> list[dict[str, Any]]:
 class MmbenchEvaluator(Evaluator):
     """Examples: `index`, `question`, optional `hint`, options under `A`, `B`, ... (missing ones
     None/NaN), `label` (the right letter). Metrics: "circular_accuracy" (questions whose every
-    copy is right), "accuracy" (single pass: copy 0 only), "unextracted" (answers with no letter)."""
+    copy is right), "accuracy" (single pass: copy 0 only), "unextracted" (share of answers with
+    no letter)."""
 
     name = "mmbench"
 

@@ -58,7 +58,8 @@ class PopeEvaluator(Evaluator):
     name = "pope"
 
     def prompt(self, example):
-        return prompts.human_turn(prompts.short_answer_prompt(field(example, "question", self.name)))
+        question = field(example, "question", self.name)
+        return prompts.human_turn(prompts.short_answer_prompt(question))
 
     def score(self, predictions):
         by_category = defaultdict(lambda: ([], []))

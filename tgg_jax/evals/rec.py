@@ -28,7 +28,7 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def predicted_pixel_box(answer: str, width: int, height: int) -> coords.Box | None:
-    """The answer's first box in original pixels (clipped to the image), or None if there is none."""
+    """The answer's first box in original pixels (clipped to the image), or None if it has none."""
     box = coords.parse_first_box(answer)
     return None if box is None else coords.square_to_pixel(box, width, height)
 

@@ -100,7 +100,8 @@ class Vqav2Evaluator(Evaluator):
     name = "vqav2"
 
     def prompt(self, example):
-        return prompts.human_turn(prompts.short_answer_prompt(field(example, "question", self.name)))
+        question = field(example, "question", self.name)
+        return prompts.human_turn(prompts.short_answer_prompt(question))
 
     def score(self, predictions):
         labelled = [p for p in predictions if p.get("gt_answers")]

@@ -1,0 +1,73 @@
+"""pope: POPE object-hallucination questions -> yes/no records for evaluation (SPEC §4).
+
+Raw layout under raw_dir: the POPE question files `{prefix}_pope_{category}.json` for category in
+random / popular / adversarial (JSON lines `{"question_id", "image", "text", "label"}`, label
+"yes"/"no") and the images they name under `image_dir` (COCO val2014 for the coco files).
+One split per category file present; each record asks
+"{text}\\nAnswer the question using a single word or phrase." (LLaVA-1.5's prompt) -> "Yes"/"No",
+and carries `label` ("yes"/"no") and `category` for the evaluator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from tgg_jax.data.builders import common
+
+CATEGORIES = ("random", "popular", "adversarial")
+
+
+@dataclasses.dataclass
+class PopeConfig(tfds.core.BuilderConfig):
+    """Question files are `{prefix}_pope_{category}.json` in raw_dir."""
+
+    prefix: str = "coco"
+    image_dir: str = "val2014"
+
+
+class Pope(common.RawDataBuilder):
+    """POPE yes/no object-existence questions (random / popular / adversarial)."""
+
+    name = "pope"
+    HOMEPAGE = "https://github.com/RUCAIBox/POPE"
+    BUILDER_CONFIGS = [PopeConfig(name="coco", prefix="coco", image_dir="val2014",
+                                  description="POPE on COCO val2014")]
+
+    def _extra_features(self):
+        return {"label": tfds.features.Text(), "category": tfds.features.Text()}
+
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+        config = self.builder_config
+        self._image_dir = raw_dir / config.image_dir
+        splits = {}
+        for category in CATEGORIES:
+            path = raw_dir / f"{config.prefix}_pope_{category}.json"
+            if path.exists():
+                lines = path.read_text(encoding="utf-8").splitlines()
+                splits[category] = [common.Entry(f"line {n}", str(path), (category, line))
+                                    for n, line in enumerate(lines, 1) if line.strip()]
+        return splits
+
+    def _entry_records(self, split: str, entry: common.Entry):
+        category, line = entry.data
+        try:
+            question = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise common.Skip("unreadable annotation", entry.id, entry.source, str(e)) from None
+        record_id = str(question["question_id"])
+        label = str(question["label"]).strip().lower()
+        if label not in ("yes", "no"):
+            raise common.Skip("unreadable annotation", record_id, entry.source,
+                              f"label {question['label']!r} is not yes/no")
+        text = common.clean_text(question["text"], record_id, entry.source, "text")
+        image, width, height = self.images.read(self._image_dir / question["image"], record_id)
+        yield common.make_record(
+            record_id=record_id, source=f"pope_{self.builder_config.prefix}",
+            conversations=[{"from": "human", "value": text + common.SHORT_ANSWER_SUFFIX},
+                           {"from": "gpt", "value": label.capitalize()}],
+            image=image, width=width, height=height,
+            label=label, category=category)

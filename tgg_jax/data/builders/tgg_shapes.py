@@ -1,0 +1,59 @@
+"""tgg_shapes: the procedurally generated grounding dataset of tgg_jax.data.shapes as TFDS.
+
+No raw files: records are generated from the config's seed (see tgg_jax.data.shapes for the
+scenes, tasks and chance levels). Splits train / validation / test use separate random streams,
+so they never share an image. Every record carries `task` ("rec", "caption", "object", "yesno",
+or "mixed" for multi-turn train records), `gt_box` (pixels; zeros when there is none) and
+`answer` (the expected reply of the last turn).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow_datasets as tfds
+
+from tgg_jax.data import shapes
+from tgg_jax.data.builders import common
+
+
+@dataclasses.dataclass
+class TggShapesConfig(tfds.core.BuilderConfig):
+    """Split sizes, seed, and the share of multi-turn records in train."""
+
+    train_size: int = 20000
+    validation_size: int = 500
+    test_size: int = 500
+    seed: int = 0
+    multi_turn: float = 0.25
+
+
+class TggShapes(common.RawDataBuilder):
+    """Procedural shapes scenes for grounding: REC, region captions, <object> questions, yes/no."""
+
+    name = "tgg_shapes"
+    NEEDS_RAW = False
+    BUILDER_CONFIGS = [
+        TggShapesConfig(name="default", description="20000 / 500 / 500 records"),
+        TggShapesConfig(name="small", train_size=2000, validation_size=200, test_size=200,
+                        description="2000 / 200 / 200 records"),
+        TggShapesConfig(name="tiny", train_size=64, validation_size=32, test_size=32,
+                        description="64 / 32 / 32 records, for tests"),
+    ]
+
+    def _extra_features(self):
+        return {"task": tfds.features.Text(), "gt_box": common.box_feature(),
+                "answer": tfds.features.Text()}
+
+    def _raw_splits(self, raw_dir) -> dict[str, list[common.Entry]]:
+        config = self.builder_config
+        sizes = {"train": config.train_size, "validation": config.validation_size,
+                 "test": config.test_size}
+        return {split: [common.Entry(str(i), "tgg_shapes", i) for i in range(n)]
+                for split, n in sizes.items() if n > 0}
+
+    def _entry_records(self, split: str, entry: common.Entry):
+        config = self.builder_config
+        # Eval records stay single-turn, so task / gt_box / answer describe the whole record.
+        multi_turn = config.multi_turn if split == "train" else 0.0
+        yield shapes.make_record(config.seed, split, entry.data, multi_turn)
