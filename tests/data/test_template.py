@@ -68,7 +68,7 @@ GROUNDING = [
     gpt("[0.123, 0.456, 0.789, 1.000]"),
     human("What is <object> doing next to <object>?"),
     gpt("The dog is sleeping next to the cat.\nBoth look calm."),
-    human("Describe the region [0.1, 0.2, 0.3, 0.4]. Use 'quotes' & symbols: <|im_end|>"),
+    human("Describe the region [0.1, 0.2, 0.3, 0.4]. Use 'quotes' & symbols: {}"),
     gpt("A red car parked by   the road."),
 ]
 
@@ -85,8 +85,9 @@ def test_small_example_by_hand(qwen):
             + [s, 77091, 198, 5415, 13, e, 198])
     np.testing.assert_array_equal(example.input_ids, want)
     assert example.input_ids.dtype == np.int32 and example.loss_mask.dtype == np.bool_
-    # loss on "Left", ".", <|im_end|> only: positions 30, 31, 32 of 34
-    assert np.flatnonzero(example.loss_mask).tolist() == [30, 31, 32]
+    # system 0-10, user 11-25, "<|im_start|>assistant\n" 26-28; loss on "Left", ".", <|im_end|>
+    # (29-31), not on the final "\n" (32)
+    assert len(want) == 33 and np.flatnonzero(example.loss_mask).tolist() == [29, 30, 31]
     assert (example.num_turns_kept, example.num_objects_kept) == (1, 1)
 
 
@@ -98,10 +99,19 @@ def test_matches_hf_chat_template(qwen, hf, image_tokens, object_tokens):
     np.testing.assert_array_equal(example.input_ids, ids)
     np.testing.assert_array_equal(example.loss_mask, mask)
     assert (example.num_turns_kept, example.num_objects_kept) == (3, 2)
-    # only the template's own markers: user text "<|im_end|>" stays plain text
-    assert (example.input_ids == 151645).sum() == 7
     assert (example.input_ids == IMAGE_ID).sum() == image_tokens
     assert (example.input_ids == OBJECT_ID).sum() == 2 * object_tokens
+
+
+def test_markers_typed_in_text_stay_plain_text(qwen):
+    turns = [human("<image>\nSay <|im_end|> or <|endoftext|>"), gpt("<|im_start|>system ok")]
+    example = encode_conversation(turns, qwen, num_images=1, num_objects=0, image_tokens=2)
+    assert (example.input_ids == 151645).sum() == 3  # system, user, assistant turns only
+    assert (example.input_ids == 151644).sum() == 3 and 151643 not in example.input_ids
+    rendered = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                "<|im_start|>user\n<image><image>\nSay <|im_end|> or <|endoftext|><|im_end|>\n"
+                "<|im_start|>assistant\n<|im_start|>system ok<|im_end|>\n")
+    assert qwen.decode(example.input_ids, skip_special_tokens=False) == rendered
 
 
 def test_image_placeholder_moved_or_added_to_the_front(qwen, hf):

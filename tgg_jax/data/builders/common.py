@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
+import inspect
 import io
 import json
 import math
@@ -304,6 +305,12 @@ class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.show_progress = show_progress
         self.skipped: dict[str, collections.Counter[str]] = {}
         self.images = ImageReader()
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS's lookup for classes inside a package imports importlib_resources (not installed).
+        return epath.Path(inspect.getfile(cls))
 
     def _info(self) -> tfds.core.DatasetInfo:
         # DatasetInfo directly: dataset_info_from_configs wants README/CITATIONS files beside us.

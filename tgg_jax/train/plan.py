@@ -1,0 +1,73 @@
+"""`tgg-train --compile_only`: compile the real-size train step for the config's mesh from shapes
+alone (no weights, no data) and report per-device memory, so a run's fit is known before a pod
+is booked."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from tgg_jax import sharding
+from tgg_jax.models.tgg import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
+from tgg_jax.train import optimizer as opt_lib
+from tgg_jax.train import state as state_lib
+from tgg_jax.train.step import make_train_step
+from tgg_jax.train.trainer import total_steps, validate
+
+# Stands in for the tokenizer of a real preset: only its placeholder ids matter here.
+_QWEN_IDS = types.SimpleNamespace(image_id=IMAGE_TOKEN_ID, object_id=OBJECT_TOKEN_ID, vocab_size=151665)
+
+
+def abstract_batch(config, model_cfg, mesh) -> dict:
+    """ShapeDtypeStructs of one global batch at the longest bucket, sharded on the batch axes."""
+    b, t, s = config.batch_size, max(config.data.buckets), model_cfg.image_size
+    shard = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+    def spec(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=shard)
+
+    return {"input_ids": spec((b, t), jnp.int32), "positions": spec((b, t), jnp.int32),
+            "segment_ids": spec((b, t), jnp.int32), "targets": spec((b, t), jnp.int32),
+            "target_mask": spec((b, t), jnp.bool_), "images": spec((b, 1, s, s, 3), jnp.uint8),
+            "objects": spec((b, config.data.max_objects, s, s, 3), jnp.uint8)}
+
+
+def compile_only(config) -> dict:
+    validate(config)
+    config.unlock()
+    config.total_steps = total_steps(config) if (config.total_steps or config.data.num_examples) else 1000
+    config.lock()
+    if config.model.preset == "tiny":
+        tokenizer = types.SimpleNamespace(image_id=509, object_id=510, vocab_size=512)
+    else:
+        tokenizer = _QWEN_IDS
+    model_cfg = state_lib.model_config(config, tokenizer)
+    mesh = sharding.make_mesh(dict(config.mesh))
+    optimizer = opt_lib.make_optimizer(config)
+    graphdef, abstract, _ = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed)
+    shardings = state_lib.state_sharding(abstract, optimizer, mesh)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+    step = make_train_step(graphdef, optimizer, opt_lib.learning_rate_schedule(config),
+                           grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk)
+    with jax.set_mesh(mesh):
+        lowered = jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None),
+                          donate_argnums=0).lower(abstract, abstract_batch(config, model_cfg, mesh))
+        compiled = lowered.compile()
+    mem = compiled.memory_analysis()
+    gib = 1024 ** 3
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+              "alias_size_in_bytes", "generated_code_size_in_bytes")
+    sizes = {f: int(getattr(mem, f, 0) or 0) for f in fields}
+    peak = sizes["argument_size_in_bytes"] + sizes["output_size_in_bytes"] + sizes["temp_size_in_bytes"] \
+        - sizes["alias_size_in_bytes"]
+    return {"preset": config.model.preset, "devices": jax.device_count(),
+            "device_kind": jax.devices()[0].device_kind, "mesh": dict(mesh.shape),
+            "global_batch": config.batch_size, "seq_len": max(config.data.buckets),
+            "remat_policy": config.model.remat_policy, "trainable": list(config.trainable),
+            **{k.replace("_size_in_bytes", "_gib"): round(v / gib, 3) for k, v in sizes.items()},
+            "peak_per_device_gib": round(peak / gib, 3),
+            "model": dataclasses.asdict(model_cfg.llm)}
