@@ -78,8 +78,12 @@ def bytes_to_unicode_str(token: bytes) -> str:
 def _last_merge(token: bytes, ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
     """The two parts BPE leaves when it may only use merges ranked below `token`'s rank."""
     max_rank = ranks[token]
+
+    def below(part: bytes) -> bool:
+        return ranks.get(part, max_rank) < max_rank
+
     splits = [(token[:i], token[i:]) for i in range(1, len(token))
-              if ranks.get(token[:i], max_rank) < max_rank and ranks.get(token[i:], max_rank) < max_rank]
+              if below(token[:i]) and below(token[i:])]
     if len(splits) == 1:  # the only way to build the token: no need to replay BPE
         return splits[0]
     parts = [token[i:i + 1] for i in range(len(token))]

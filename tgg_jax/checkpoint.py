@@ -38,9 +38,13 @@ def save_config(path: str, config: TGGConfig) -> None:
 
 
 def load_config(path: str) -> TGGConfig:
+    """The model config beside `path`, or one level up (a trainer step dir, checkpoints/<step>/)."""
     file = os.path.join(path, CONFIG_FILE)
     if not os.path.isfile(file):
-        raise FileNotFoundError(f"{file}: missing; {path} is not a tgg-jax parameter checkpoint")
+        file = os.path.join(os.path.dirname(os.path.abspath(path)), CONFIG_FILE)
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{os.path.join(path, CONFIG_FILE)}: missing (nor one level up); "
+                                f"{path} is not a tgg-jax parameter checkpoint")
     with open(file) as f:
         return TGGConfig.from_dict(json.load(f))
 

@@ -95,6 +95,19 @@ def test_16bit_grayscale_png_is_scaled_not_clipped():
     np.testing.assert_array_equal(loaded[..., 0], loaded[..., 2])
 
 
+def test_32bit_integer_grayscale_holding_16bit_values():
+    values = np.array([[0, 257 * 7, 65535, 70000]], np.int32)  # > 65535 clips to white
+    data = encode(Image.fromarray(values), "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == "I"
+    np.testing.assert_array_equal(np.asarray(load_image(data))[0, :, 1], [0, 7, 255, 255])
+
+
+def test_float_images_are_rejected_naming_source():
+    data = encode(Image.fromarray(np.zeros((2, 2), np.float32)), "TIFF")
+    with pytest.raises(BadImageError, match="scan.tif.*mode 'F'"):
+        load_image(data, source="scan.tif")
+
+
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 

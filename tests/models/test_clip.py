@@ -6,7 +6,7 @@ import torch
 import transformers
 from flax import nnx
 
-from tests.models.vision_testing import images, param_count, params_by_name, randomize, saved_tensors
+from tests.models.vision_testing import abstract, images, param_count, params_by_name, randomize, saved_tensors
 from tgg_jax.convert.clip_map import CLIP_TABLE, strip_vision_prefix
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.models import clip
@@ -43,7 +43,7 @@ def checkpoint(hf_clip, tmp_path_factory):
 
 
 def imported_tower(checkpoint) -> CLIPVisionTower:
-    tower = CLIPVisionTower(clip.tiny(), rngs=nnx.Rngs(1))
+    tower = abstract(CLIPVisionTower, clip.tiny())
     load_into(tower, import_tensors(checkpoint.__getitem__, CLIP_TABLE, num_layers=3))
     return tower
 
@@ -51,6 +51,10 @@ def imported_tower(checkpoint) -> CLIPVisionTower:
 @pytest.fixture(scope="module")
 def tower(checkpoint):
     return imported_tower(checkpoint)
+
+
+# Jitted: one compile per input shape instead of one per op.
+hidden_states = nnx.jit(lambda tower, pixels: tower(pixels))
 
 
 def hf_hidden_states(hf_clip, nchw):
@@ -61,7 +65,7 @@ def hf_hidden_states(hf_clip, nchw):
 def test_hidden_states_match_hf_at_every_layer(hf_clip, tower):
     nchw, nhwc = images(seed=1, batch=2, height=56, width=56)
     ref = hf_hidden_states(hf_clip, nchw)
-    ours = tower(nhwc)
+    ours = hidden_states(tower, nhwc)
     assert len(ours) == len(ref) == 4  # pre_layrnorm output + 3 layers
     for i, (a, b) in enumerate(zip(ours, ref)):
         assert a.shape == b.shape == (2, 17, 64)
@@ -108,7 +112,7 @@ def test_table_reads_a_transformers5_clip_vision_model_file(hf_clip, tmp_path):
     # transformers 5 saves a bare CLIPVisionModel without the vision_model. prefix.
     bare = saved_tensors(hf_clip.vision_model, tmp_path)
     assert not any(k.startswith("vision_model.") for k in bare)
-    tower = CLIPVisionTower(clip.tiny(), rngs=nnx.Rngs(2))
+    tower = abstract(CLIPVisionTower, clip.tiny())
     load_into(tower, import_tensors(lambda n: bare[strip_vision_prefix(n)], CLIP_TABLE, num_layers=3))
     nchw, nhwc = images(seed=4, batch=1, height=56, width=56)
     np.testing.assert_allclose(np.asarray(tower(nhwc)[-1]), hf_hidden_states(hf_clip, nchw)[-1], atol=1e-4, rtol=0)
@@ -141,8 +145,8 @@ def test_from_hf_rejects_a_clip_config_whose_vision_part_is_not_clip():
 
 
 def test_parameter_count_of_l14_336_matches_hf():
-    abstract = nnx.eval_shape(lambda: CLIPVisionTower(clip.clip_vit_l14_336(), rngs=nnx.Rngs(0)))
+    large = abstract(CLIPVisionTower, clip.clip_vit_l14_336())
     with torch.device("meta"):
         hf = transformers.CLIPVisionModel(
             transformers.CLIPVisionConfig.from_dict(OFFICIAL_L14_336["vision_config"]))
-    assert param_count(abstract) == sum(p.numel() for p in hf.parameters()) == 303_507_456
+    assert param_count(large) == sum(p.numel() for p in hf.parameters()) == 303_507_456

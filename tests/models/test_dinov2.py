@@ -10,7 +10,7 @@ import transformers
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from tests.models.vision_testing import images, param_count, params_by_name, randomize, saved_tensors
+from tests.models.vision_testing import abstract, images, param_count, params_by_name, randomize, saved_tensors
 from tgg_jax import sharding
 from tgg_jax.convert.dinov2_map import DINOV2_TABLE, dinov2_table
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
@@ -42,7 +42,7 @@ def checkpoint(hf_dinov2, tmp_path_factory):
 
 
 def imported_tower(checkpoint) -> Dinov2Tower:
-    tower = Dinov2Tower(dinov2.tiny(), rngs=nnx.Rngs(1))
+    tower = abstract(Dinov2Tower, dinov2.tiny())
     load_into(tower, import_tensors(checkpoint.__getitem__, DINOV2_TABLE, num_layers=3))
     return tower
 
@@ -50,6 +50,10 @@ def imported_tower(checkpoint) -> Dinov2Tower:
 @pytest.fixture(scope="module")
 def tower(checkpoint):
     return imported_tower(checkpoint)
+
+
+# Jitted: one compile per input shape instead of one per op.
+hidden_states = nnx.jit(lambda tower, pixels: tower(pixels))
 
 
 def hf_hidden_states(hf_dinov2, nchw):
@@ -63,7 +67,7 @@ def hf_hidden_states(hf_dinov2, nchw):
 def test_hidden_states_match_hf_at_every_layer(hf_dinov2, tower, height, width):
     nchw, nhwc = images(seed=height + width, batch=2, height=height, width=width)
     ref = hf_hidden_states(hf_dinov2, nchw)
-    ours = tower(nhwc)
+    ours = hidden_states(tower, nhwc)
     assert len(ours) == len(ref) == 4  # embeddings + 3 layers
     tokens = 1 + (height // 14) * (width // 14)
     for i, (a, b) in enumerate(zip(ours, ref)):
@@ -100,7 +104,7 @@ def test_without_mask_token_or_qkv_bias(tmp_path):
     hf.set_attn_implementation("eager")
     randomize(hf, seed=3)
     tensors = saved_tensors(hf, tmp_path)
-    tower = Dinov2Tower(cfg, rngs=nnx.Rngs(0))
+    tower = abstract(Dinov2Tower, cfg)
     load_into(tower, import_tensors(tensors.__getitem__, dinov2_table(use_mask_token=False, qkv_bias=False), 3))
     nchw, nhwc = images(seed=6, batch=1, height=56, width=56)
     np.testing.assert_allclose(np.asarray(tower(nhwc)[-1]), hf_hidden_states(hf, nchw)[-1], atol=1e-4, rtol=0)
@@ -144,7 +148,7 @@ def test_unsupported_variants_are_refused(change, message):
 
 
 def test_parameter_count_of_large_matches_hf():
-    abstract = nnx.eval_shape(lambda: Dinov2Tower(dinov2.dinov2_large(), rngs=nnx.Rngs(0)))
+    large = abstract(Dinov2Tower, dinov2.dinov2_large())
     with torch.device("meta"):
         hf = transformers.Dinov2Model(transformers.Dinov2Config.from_dict(OFFICIAL_LARGE))
-    assert param_count(abstract) == sum(p.numel() for p in hf.parameters()) == 304_368_640
+    assert param_count(large) == sum(p.numel() for p in hf.parameters()) == 304_368_640

@@ -33,6 +33,11 @@ def images(seed: int, batch: int, height: int, width: int) -> tuple[torch.Tensor
     return nchw, nchw.permute(0, 2, 3, 1).numpy()
 
 
+def abstract(tower_class, config):
+    """A tower with shapes only (nothing materialised); load_into fills in real arrays."""
+    return nnx.eval_shape(lambda: tower_class(config, rngs=nnx.Rngs(0)))
+
+
 def params_by_name(module) -> dict[str, nnx.Variable]:
     return {tgg_name(path): var for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param))}
 

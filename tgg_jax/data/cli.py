@@ -6,7 +6,8 @@
 
 `build` shows a progress bar per split, then prints per split the records written and the raw
 entries skipped, by reason (the log has one line per skipped entry with its file and id).
-`--set` replaces a field of the config, e.g. `--set json_file=my.json --set name=my_set`.
+`--set` replaces a field of the config and needs a new config name, which is also the output
+directory: `--set name=my_set --set json_file=my.json`.
 """
 
 from __future__ import annotations
@@ -75,9 +76,13 @@ def build(args: argparse.Namespace) -> int:
         print(f"{args.name} needs --raw_dir", file=sys.stderr)
         return 2
     config_cls = type(cls.BUILDER_CONFIGS[0])
-    builder = builders.make_builder(
-        args.name, data_dir=args.data_dir, raw_dir=args.raw_dir, config=args.config,
-        overrides=_parse_overrides(args.set, config_cls), show_progress=True)
+    try:
+        builder = builders.make_builder(
+            args.name, data_dir=args.data_dir, raw_dir=args.raw_dir, config=args.config,
+            overrides=_parse_overrides(args.set, config_cls), show_progress=True)
+    except (KeyError, ValueError) as e:
+        print(f"tgg-data: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     mode = (tfds.download.GenerateMode.FORCE_REDOWNLOAD if args.overwrite
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     already = builder.is_prepared() and not args.overwrite

@@ -8,6 +8,7 @@ Images leave here as uint8 [size, size, 3] (4x smaller to ship than float32); th
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,8 +66,8 @@ def load_image(data: bytes, *, source: str = "") -> Image.Image:
         return _to_rgb(img)
     except BadImageError as e:
         raise BadImageError(f"{source or 'image'}: {e}") from e
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError,
-            Image.DecompressionBombError) as e:
+    except (OSError, EOFError, SyntaxError, ValueError, struct.error, UnidentifiedImageError,
+            Image.DecompressionBombError) as e:  # what PIL's decoders raise on broken files
         raise BadImageError(f"{source or 'image'}: cannot decode image: {e}") from e
 
 

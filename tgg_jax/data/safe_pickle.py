@@ -3,7 +3,8 @@
 A pickle can name any importable callable and have the unpickler call it (`os.system` through
 `__reduce__`), so loading an untrusted one runs its author's code. Every such reference goes through
 `Unpickler.find_class`; here it refuses all of them, so only what the pickle machine builds by
-itself loads: dict, list, tuple, str, bytes, int, float, bool, None (and bytearray at protocol 5).
+itself loads: dict, list, tuple, str, int, float, bool, None, and bytes at protocol >= 3 (lower
+protocols spell Python 3 bytes through `_codecs.encode`, a global, so those are refused).
 Python 2 pickles (the refs files were written by Python 2) decode their byte strings as UTF-8.
 
 The project reads pickles only through this module; bare `pickle.load` is not used anywhere.
@@ -38,8 +39,10 @@ def loads(data: bytes, *, source: str = "<bytes>", encoding: str = "utf-8") -> A
     """Unpickles plain data from bytes; raises pickle.UnpicklingError naming `source` otherwise."""
     try:
         return PlainDataUnpickler(io.BytesIO(data), source=source, encoding=encoding).load()
-    except pickle.UnpicklingError:
-        raise
+    except pickle.UnpicklingError as e:
+        if str(e).startswith(f"{source}: "):  # already ours
+            raise
+        raise pickle.UnpicklingError(f"{source}: not a readable pickle: {e}") from e
     except (EOFError, ValueError, UnicodeDecodeError, IndexError, KeyError, TypeError) as e:
         # Truncated or garbled streams surface as these; report them the same way.
         raise pickle.UnpicklingError(f"{source}: not a readable pickle: "

@@ -81,9 +81,14 @@ class TggTokenizer:
             str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
                      "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
             for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
-        extra = [t for t in config.get("extra_special_tokens") or [] if isinstance(t, str)]
-        config["extra_special_tokens"] = extra + [t for t in (IMAGE_TOKEN, OBJECT_TOKEN)
-                                                  if t not in extra]
+        # transformers 5 reads "extra_special_tokens" (4.x's "additional_special_tokens" merged in)
+        extra = config.get("extra_special_tokens") or []
+        extra = list(extra.values()) if isinstance(extra, dict) else list(extra)
+        for token in [*(config.pop("additional_special_tokens", None) or []), IMAGE_TOKEN,
+                      OBJECT_TOKEN]:
+            if isinstance(token, str) and token not in extra:
+                extra.append(token)
+        config["extra_special_tokens"] = extra
         with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(config, f, ensure_ascii=False, indent=2)
 

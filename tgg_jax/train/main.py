@@ -27,14 +27,8 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU de
 
 def initialize_distributed() -> None:
     """jax.distributed from flags, or automatically under SLURM / on TPU / with JAX_COORDINATOR_ADDRESS."""
-    import jax
-    if _COORDINATOR.value:
-        jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                                   process_id=_PROCESS_ID.value)
-    elif "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        jax.distributed.initialize()  # cluster auto-detection reads SLURM's environment
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize()
+    from tgg_jax import distributed
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 def main(argv) -> None:

@@ -29,22 +29,27 @@ BUILDERS: dict[str, type[RawDataBuilder]] = {
 def make_builder(name: str, *, data_dir: epath.PathLike, raw_dir: epath.PathLike | None = None,
                  config: str | None = None, overrides: dict[str, Any] | None = None,
                  show_progress: bool = False) -> RawDataBuilder:
-    """The builder `name` with config `config` (default: its first), fields replaced by
-    `overrides` (e.g. {"json_file": "x.json"}; {"name": ...} gives a new output directory)."""
+    """The builder `name` with config `config` (default: its first preset).
+
+    `overrides` replaces fields of that preset, e.g. {"name": "my_set", "json_file": "x.json"};
+    it must include a new "name", because TFDS stores every config under its name and a preset's
+    name stays bound to the preset's content.
+    """
     if name not in BUILDERS:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(BUILDERS)}")
     cls = BUILDERS[name]
     presets = {c.name: c for c in cls.BUILDER_CONFIGS}
-    chosen = presets[config] if config in presets else None
-    if config is not None and chosen is None:
-        if not overrides:
-            raise KeyError(f"{name} has no config {config!r}; known: {', '.join(presets)}")
-        chosen = dataclasses.replace(cls.BUILDER_CONFIGS[0], name=config)
-    chosen = chosen or cls.BUILDER_CONFIGS[0]
+    base = presets.get(config or cls.BUILDER_CONFIGS[0].name)
+    if base is None:
+        raise KeyError(f"{name} has no config {config!r}; known: {', '.join(presets)}")
+    chosen = base
     if overrides:
-        chosen = dataclasses.replace(chosen, **overrides)
+        if overrides.get("name", base.name) in presets:
+            raise ValueError(f"{name}: overriding fields of config {base.name!r} needs a new "
+                             "config name (overrides['name'], or `--set name=NEW` on the CLI); "
+                             f"preset names are taken: {', '.join(presets)}")
+        chosen = dataclasses.replace(base, **overrides)
     return cls(config=chosen, data_dir=data_dir, raw_dir=raw_dir, show_progress=show_progress)
-
 
 __all__ = ["BUILDERS", "RawDataBuilder", "Skip", "decode_record", "make_builder",
            "record_features", *(cls.__name__ for cls in BUILDERS.values())]

@@ -1,0 +1,30 @@
+"""Starting JAX for one process of a job: simulated CPU devices and `jax.distributed`.
+
+Shared by `tgg-train` and `tgg-eval`, whose --cpu_devices / --coordinator_address /
+--num_processes / --process_id flags land here.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def use_cpu_devices(count: int) -> None:
+    """Simulate `count` CPU devices (testing); must run before JAX creates its backends."""
+    if count:
+        import jax
+        jax.config.update("jax_num_cpu_devices", count)
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+    """jax.distributed from explicit values, or automatically under SLURM / on TPU / with
+    JAX_COORDINATOR_ADDRESS; a single process otherwise."""
+    import jax
+    if coordinator_address:
+        jax.distributed.initialize(coordinator_address=coordinator_address,
+                                   num_processes=num_processes, process_id=process_id)
+    elif "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        jax.distributed.initialize()  # cluster auto-detection reads SLURM's environment
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize()
