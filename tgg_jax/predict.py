@@ -123,15 +123,19 @@ def parse_object(text: str) -> tuple[float, float, float, float]:
     return values
 
 
+def check_objects(prompt: str, objects: Sequence[Sequence[float]]) -> None:
+    count = prompt.count(OBJECT_TOKEN)
+    if count != len(objects):
+        raise ValueError(f"the prompt has {count} {OBJECT_TOKEN} but {len(objects)} --object boxes "
+                         f"were given; use one {OBJECT_TOKEN} per --object")
+
+
 def predict(model: TinyGroundingGPT, config: TGGConfig, tokenizer: TggTokenizer, image: bytes,
             prompt: str, objects: Sequence[Sequence[float]] = (), *, max_new_tokens: int = 128,
             object_margin: float = 0.1) -> str:
     """The greedy answer to one prompt about one encoded image (objects: pixel boxes, one per
     `<object>` in the prompt)."""
-    count = prompt.count(OBJECT_TOKEN)
-    if count != len(objects):
-        raise ValueError(f"the prompt has {count} {OBJECT_TOKEN} but {len(objects)} --object boxes "
-                         f"were given; use one {OBJECT_TOKEN} per --object")
+    check_objects(prompt, objects)
     spec = example_spec(config, len(objects), object_margin)
     answerer = Answerer(model, tokenizer, spec, batch_size=1, max_new_tokens=max_new_tokens,
                         pad_to_multiple=1)
@@ -172,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from tgg_jax.data.preprocess import load_image
     try:
         objects = [parse_object(o) for o in args.object]
+        check_objects(args.prompt, objects)  # before minutes of loading
         if not os.path.isfile(args.image):
             raise FileNotFoundError(f"--image {args.image}: no such file")
         with open(args.image, "rb") as f:

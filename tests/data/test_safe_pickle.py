@@ -14,7 +14,8 @@ REFS = [
     {"ref_id": 0, "ann_id": 11, "image_id": 1, "split": "train", "category_id": 3,
      "file_name": "COCO_train2014_000000000001_11.jpg",
      "sent_ids": [0, 1],
-     "sentences": [{"sent_id": 0, "sent": "left man", "raw": "Left man.", "tokens": ["left", "man"]},
+     "sentences": [{"sent_id": 0, "sent": "left man", "raw": "Left man.",
+                    "tokens": ["left", "man"]},
                    {"sent_id": 1, "sent": "guy in blue", "raw": "guy in blue",
                     "tokens": ["guy", "in", "blue"]}]},
     {"ref_id": 1, "ann_id": 12, "image_id": 2, "split": "testA", "sent_ids": [2],
@@ -41,7 +42,8 @@ def test_plain_refs_structure_loads(tmp_path, protocol):
 
 
 def test_bytes_load_at_protocol_3_and_up():
-    assert safe_pickle.loads(pickle.dumps({"blob": b"\x00\x01"}, protocol=3)) == {"blob": b"\x00\x01"}
+    data = {"blob": b"\x00\x01"}
+    assert safe_pickle.loads(pickle.dumps(data, protocol=3)) == data
 
 
 def test_python2_byte_strings_decode_as_text():

@@ -55,11 +55,15 @@ def tower(checkpoint):
 
 # Jitted: one compile per input shape instead of one per op.
 hidden_states = nnx.jit(lambda tower, pixels: tower(pixels))
+patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2, select_feature="patch"))
+cls_patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2,
+                                                                   select_feature="cls_patch"))
 
 
 def hf_hidden_states(hf_clip, nchw):
     with torch.no_grad():
-        return [h.numpy() for h in hf_clip.vision_model(pixel_values=nchw, output_hidden_states=True).hidden_states]
+        out = hf_clip.vision_model(pixel_values=nchw, output_hidden_states=True)
+    return [h.numpy() for h in out.hidden_states]
 
 
 def test_hidden_states_match_hf_at_every_layer(hf_clip, tower):
@@ -87,10 +91,10 @@ def test_features_are_penultimate_patches_and_skip_the_last_layer(hf_clip, check
         var.set_value(np.full(var.get_value().shape, np.nan, np.float32))
     nchw, nhwc = images(seed=3, batch=2, height=56, width=56)
     ref = hf_hidden_states(hf_clip, nchw)[-2]
-    patch = np.asarray(tower.features(nhwc, select_layer=-2, select_feature="patch"))
+    patch = np.asarray(patch_features(tower, nhwc))
     assert patch.shape == (2, 16, 64)
     np.testing.assert_allclose(patch, ref[:, 1:], atol=1e-4, rtol=0)
-    cls_patch = np.asarray(tower.features(nhwc, select_layer=-2, select_feature="cls_patch"))
+    cls_patch = np.asarray(cls_patch_features(tower, nhwc))
     np.testing.assert_allclose(cls_patch, ref, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="select_layer"):
         tower.features(nhwc, select_layer=-5)
@@ -115,7 +119,7 @@ def test_table_reads_a_transformers5_clip_vision_model_file(hf_clip, tmp_path):
     tower = abstract(CLIPVisionTower, clip.tiny())
     load_into(tower, import_tensors(lambda n: bare[strip_vision_prefix(n)], CLIP_TABLE, num_layers=3))
     nchw, nhwc = images(seed=4, batch=1, height=56, width=56)
-    np.testing.assert_allclose(np.asarray(tower(nhwc)[-1]), hf_hidden_states(hf_clip, nchw)[-1], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(hidden_states(tower, nhwc)[-1]), hf_hidden_states(hf_clip, nchw)[-1], atol=1e-4, rtol=0)
 
 
 def test_rejects_other_image_sizes(tower):

@@ -54,6 +54,9 @@ def tower(checkpoint):
 
 # Jitted: one compile per input shape instead of one per op.
 hidden_states = nnx.jit(lambda tower, pixels: tower(pixels))
+patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2, select_feature="patch"))
+cls_patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2,
+                                                                   select_feature="cls_patch"))
 
 
 def hf_hidden_states(hf_dinov2, nchw):
@@ -82,10 +85,11 @@ def test_features_are_penultimate_patches_and_skip_the_last_layer(hf_dinov2, che
         var.set_value(np.full(var.get_value().shape, np.nan, np.float32))
     nchw, nhwc = images(seed=5, batch=2, height=56, width=56)
     ref = hf_hidden_states(hf_dinov2, nchw)[-2]
-    patch = np.asarray(tower.features(nhwc, select_layer=-2, select_feature="patch"))
+    patch = np.asarray(patch_features(tower, nhwc))
     assert patch.shape == (2, 16, 64)
     np.testing.assert_allclose(patch, ref[:, 1:], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(np.asarray(tower.features(nhwc, select_feature="cls_patch")), ref, atol=1e-4, rtol=0)
+    cls_patch = np.asarray(cls_patch_features(tower, nhwc))
+    np.testing.assert_allclose(cls_patch, ref, atol=1e-4, rtol=0)
     assert len(tower(nhwc, num_layers_to_run=0)) == 1
 
 
@@ -107,7 +111,7 @@ def test_without_mask_token_or_qkv_bias(tmp_path):
     tower = abstract(Dinov2Tower, cfg)
     load_into(tower, import_tensors(tensors.__getitem__, dinov2_table(use_mask_token=False, qkv_bias=False), 3))
     nchw, nhwc = images(seed=6, batch=1, height=56, width=56)
-    np.testing.assert_allclose(np.asarray(tower(nhwc)[-1]), hf_hidden_states(hf, nchw)[-1], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(hidden_states(tower, nhwc)[-1]), hf_hidden_states(hf, nchw)[-1], atol=1e-4, rtol=0)
 
 
 def test_sharded_forward_matches_hf(hf_dinov2, tower):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pickle
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -87,8 +88,14 @@ def build(args: argparse.Namespace) -> int:
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     already = builder.is_prepared() and not args.overwrite
     tfds.disable_progress_bar()  # ours, with totals, replaces TFDS's
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=mode, try_download_gcs=False))
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            download_mode=mode, try_download_gcs=False))
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:
+        # Whole-dataset problems (missing or unreadable raw files, a split with no usable
+        # record); single bad records never get here.
+        print(f"tgg-data: building {args.name} failed: {e}", file=sys.stderr)
+        return 1
     print(f"{builder.name}/{builder.builder_config.name} -> {builder.data_dir}"
           + (" (already built; --overwrite to rebuild)" if already else ""))
     print(build_summary(builder))

@@ -16,12 +16,13 @@ from tgg_jax.evals.mme import MmeEvaluator
 from tgg_jax.evals.pope import PopeEvaluator
 from tgg_jax.evals.rec import RecEvaluator
 from tgg_jax.evals.scienceqa import ScienceqaEvaluator
+from tgg_jax.evals.shapes_evaluator import ShapesEvaluator
 from tgg_jax.evals.vqav2 import Vqav2Evaluator
 
 EVALUATORS: dict[str, type[Evaluator]] = {
     cls.name: cls
     for cls in (RecEvaluator, PopeEvaluator, Vqav2Evaluator, GqaEvaluator, ScienceqaEvaluator,
-                MmeEvaluator, MmbenchEvaluator, LlavaBenchEvaluator)
+                MmeEvaluator, MmbenchEvaluator, LlavaBenchEvaluator, ShapesEvaluator)
 }
 
 

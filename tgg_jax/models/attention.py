@@ -73,6 +73,12 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array,
     return (same_segment & causal[None])[:, None]
 
 
+def write_cache(buffer: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+    """Write new [B, T, K, H] into buffer [B, S, K, H] at slots index..index+T (static shapes)."""
+    buffer = jax.lax.dynamic_update_slice(buffer, new.astype(buffer.dtype), (0, index, 0, 0))
+    return constrain(buffer, ("cache_batch", "cache_seq", "cache_kv_heads", "head_dim"))
+
+
 class Attention(nnx.Module):
     """GQA self-attention: biased q/k/v projections, rotary, unbiased output projection (HF Qwen2)."""
 
@@ -102,13 +108,8 @@ class Attention(nnx.Module):
         k = constrain(apply_rotary(k, cos, sin), ("batch", "seq", "act_kv_heads", "head_dim"))
         v = constrain(v, ("batch", "seq", "act_kv_heads", "head_dim"))
         if kv is not None:
-            cache_names = ("cache_batch", "cache_seq", "cache_kv_heads", "head_dim")
-            k_cache, v_cache = kv
-            start = (0, index, 0, 0)
-            k_cache = constrain(jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start), cache_names)
-            v_cache = constrain(jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start), cache_names)
-            kv = (k_cache, v_cache)
-            k, v = k_cache.astype(q.dtype), v_cache.astype(q.dtype)
+            kv = (write_cache(kv[0], k, index), write_cache(kv[1], v, index))
+            k, v = kv[0].astype(q.dtype), kv[1].astype(q.dtype)
         # implementation=None leaves the kernel to JAX (XLA in jax 0.10; cuDNN once JAX selects it).
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None)
         out = constrain(out, ("batch", "seq", "act_heads", "head_dim"))

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tgg_jax.models.vit_layers import (INIT_STD, VisionAttention, VisionMLP, as_dtype, check_activation, check_nhwc,
+from tgg_jax.models.vit_layers import (INIT_STD, VisionAttention, VisionMLP, check_activation, check_nhwc,
                                        count_layers_to_run, embed_patches, layer_norm, patch_conv,
-                                       select_tokens)
+                                       select_tokens, square_size)
 from tgg_jax.sharding import constrain, param_init
 
 # transformers' CLIPVisionConfig defaults: what a config.json means when it omits a key.
@@ -42,7 +42,8 @@ class CLIPVisionConfig:
     def __post_init__(self):
         check_activation(self.activation)
         if self.image_size % self.patch_size:
-            raise ValueError(f"CLIP image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(f"CLIP image_size {self.image_size} is not a multiple of "
+                             f"patch_size {self.patch_size}")
 
     @property
     def grid_size(self) -> int:
@@ -63,11 +64,12 @@ class CLIPVisionConfig:
             raise ValueError(f"expected a CLIP config (model_type 'clip_vision_model' or 'clip'), "
                              f"got model_type={model_type!r}")
         c = {**_HF_DEFAULTS, **config}
-        return cls(hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
-                   num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
-                   patch_size=_square(c["patch_size"], "patch_size"),
-                   image_size=_square(c["image_size"], "image_size"), num_channels=c["num_channels"],
-                   layer_norm_eps=c["layer_norm_eps"], activation=c["hidden_act"], **overrides)
+        fields = dict(hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+                      num_layers=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+                      patch_size=square_size(c["patch_size"], "patch_size"),
+                      image_size=square_size(c["image_size"], "image_size"), num_channels=c["num_channels"],
+                      layer_norm_eps=c["layer_norm_eps"], activation=c["hidden_act"])
+        return cls(**{**fields, **overrides})
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The equivalent transformers CLIPVisionConfig fields (model_type 'clip_vision_model')."""
@@ -91,21 +93,12 @@ def tiny(**overrides) -> CLIPVisionConfig:
                                       patch_size=14, image_size=56), **overrides})
 
 
-def _square(value, field: str) -> int:
-    """HF allows (h, w) sizes; the towers support square ones only."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise ValueError(f"only square {field} is supported, got {value}")
-        return int(value[0])
-    return int(value)
-
-
 class CLIPVisionEmbeddings(nnx.Module):
     """[B, H, W, C] -> [B, 1 + num_patches, D]: class token, patch embeddings, absolute positions."""
 
     def __init__(self, config: CLIPVisionConfig, *, rngs: nnx.Rngs):
         self.config = config
-        dtype, param_dtype = as_dtype(config.dtype), as_dtype(config.param_dtype)
+        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         d = config.hidden_size
         self.patch_embedding = patch_conv(config.patch_size, config.num_channels, d, use_bias=False,
                                           dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -120,9 +113,10 @@ class CLIPVisionEmbeddings(nnx.Module):
         size = self.config.image_size
         if pixel_values.shape[1:3] != (size, size):
             raise ValueError(f"CLIP tower expects {size}x{size} images, got {pixel_values.shape[1:3]}")
-        dtype = as_dtype(self.config.dtype)
+        dtype = jnp.dtype(self.config.dtype)
         patches, _ = embed_patches(self.patch_embedding, pixel_values)
-        cls = jnp.broadcast_to(self.class_embedding[...].astype(dtype), (patches.shape[0], 1, patches.shape[-1]))
+        b, _, d = patches.shape
+        cls = jnp.broadcast_to(self.class_embedding[...].astype(dtype), (b, 1, d))
         tokens = jnp.concatenate([cls, patches.astype(dtype)], axis=1)
         return tokens + self.position_embedding[...].astype(dtype)[None]
 
@@ -131,7 +125,7 @@ class CLIPEncoderLayer(nnx.Module):
     """x + attn(ln1(x)), then x + mlp(ln2(x)): [B, T, D] -> [B, T, D]."""
 
     def __init__(self, config: CLIPVisionConfig, *, rngs: nnx.Rngs):
-        kw = dict(dtype=as_dtype(config.dtype), param_dtype=as_dtype(config.param_dtype), rngs=rngs)
+        kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         d = config.hidden_size
         self.layer_norm1 = layer_norm(d, config.layer_norm_eps, **kw)
         self.self_attn = VisionAttention(d, config.num_heads, **kw)
@@ -148,7 +142,7 @@ class CLIPVisionTower(nnx.Module):
 
     def __init__(self, config: CLIPVisionConfig, *, rngs: nnx.Rngs):
         self.config = config
-        kw = dict(dtype=as_dtype(config.dtype), param_dtype=as_dtype(config.param_dtype), rngs=rngs)
+        kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.embeddings = CLIPVisionEmbeddings(config, rngs=rngs)
         self.pre_layrnorm = layer_norm(config.hidden_size, config.layer_norm_eps, **kw)  # HF's spelling
         self.layers = nnx.List([CLIPEncoderLayer(config, rngs=rngs) for _ in range(config.num_layers)])

@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tgg_jax.models.clip import _square
 from tgg_jax.models.interpolate import resize_bicubic
-from tgg_jax.models.vit_layers import (INIT_STD, VisionAttention, VisionMLP, as_dtype, check_activation,
+from tgg_jax.models.vit_layers import (INIT_STD, VisionAttention, VisionMLP, check_activation,
                                        count_layers_to_run, embed_patches, layer_norm, patch_conv,
-                                       select_tokens)
+                                       select_tokens, square_size)
 from tgg_jax.sharding import constrain, param_init
 
 # transformers' Dinov2Config defaults: what a config.json means when it omits a key.
@@ -69,13 +68,14 @@ class Dinov2Config:
         if model_type != "dinov2":
             raise ValueError(f"expected a DINOv2 config (model_type 'dinov2'), got model_type={model_type!r}")
         c = {**_HF_DEFAULTS, **config}
-        out = cls(hidden_size=c["hidden_size"], mlp_ratio=c["mlp_ratio"], num_layers=c["num_hidden_layers"],
-                  num_heads=c["num_attention_heads"], patch_size=_square(c["patch_size"], "patch_size"),
-                  image_size=_square(c["image_size"], "image_size"), num_channels=c["num_channels"],
-                  layer_norm_eps=c["layer_norm_eps"], activation=c["hidden_act"],
-                  layerscale_value=c["layerscale_value"], qkv_bias=c["qkv_bias"],
-                  use_mask_token=c["use_mask_token"], use_swiglu_ffn=c["use_swiglu_ffn"],
-                  num_register_tokens=c.get("num_register_tokens", 0), **overrides)
+        fields = dict(hidden_size=c["hidden_size"], mlp_ratio=c["mlp_ratio"], num_layers=c["num_hidden_layers"],
+                      num_heads=c["num_attention_heads"], patch_size=square_size(c["patch_size"], "patch_size"),
+                      image_size=square_size(c["image_size"], "image_size"), num_channels=c["num_channels"],
+                      layer_norm_eps=c["layer_norm_eps"], activation=c["hidden_act"],
+                      layerscale_value=c["layerscale_value"], qkv_bias=c["qkv_bias"],
+                      use_mask_token=c["use_mask_token"], use_swiglu_ffn=c["use_swiglu_ffn"],
+                      num_register_tokens=c.get("num_register_tokens", 0))
+        out = cls(**{**fields, **overrides})
         check_supported(out)
         return out
 
@@ -133,7 +133,7 @@ class Dinov2Embeddings(nnx.Module):
 
     def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs):
         self.config = config
-        dtype, param_dtype = as_dtype(config.dtype), as_dtype(config.param_dtype)
+        dtype, param_dtype = jnp.dtype(config.dtype), jnp.dtype(config.param_dtype)
         d = config.hidden_size
         normal = nnx.initializers.normal(INIT_STD)
         self.cls_token = nnx.Param(param_init(normal, ("vision_embed",))(rngs.params(), (d,), param_dtype))
@@ -147,7 +147,7 @@ class Dinov2Embeddings(nnx.Module):
             rngs.params(), (config.num_positions + 1, d), param_dtype))
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:
-        dtype = as_dtype(self.config.dtype)
+        dtype = jnp.dtype(self.config.dtype)
         patches, grid = embed_patches(self.patch_embedding, pixel_values)
         b, _, d = patches.shape
         cls = jnp.broadcast_to(self.cls_token[...].astype(dtype), (b, 1, d))
@@ -161,7 +161,7 @@ class Dinov2LayerScale(nnx.Module):
 
     def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs):
         self.lambda1 = nnx.Param(param_init(nnx.initializers.constant(config.layerscale_value), ("norm",))(
-            rngs.params(), (config.hidden_size,), as_dtype(config.param_dtype)))
+            rngs.params(), (config.hidden_size,), jnp.dtype(config.param_dtype)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return x * self.lambda1[...].astype(x.dtype)
@@ -171,7 +171,7 @@ class Dinov2Layer(nnx.Module):
     """x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))): [B, T, D] -> [B, T, D]."""
 
     def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs):
-        kw = dict(dtype=as_dtype(config.dtype), param_dtype=as_dtype(config.param_dtype), rngs=rngs)
+        kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         d = config.hidden_size
         self.norm1 = layer_norm(d, config.layer_norm_eps, **kw)
         self.attention = VisionAttention(d, config.num_heads, qkv_bias=config.qkv_bias, **kw)
@@ -191,7 +191,7 @@ class Dinov2Tower(nnx.Module):
     def __init__(self, config: Dinov2Config, *, rngs: nnx.Rngs):
         check_supported(config)
         self.config = config
-        kw = dict(dtype=as_dtype(config.dtype), param_dtype=as_dtype(config.param_dtype), rngs=rngs)
+        kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.embeddings = Dinov2Embeddings(config, rngs=rngs)
         self.layers = nnx.List([Dinov2Layer(config, rngs=rngs) for _ in range(config.num_layers)])
         # Unused by the features (taken before it) but kept so export reproduces the checkpoint.

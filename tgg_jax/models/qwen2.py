@@ -59,11 +59,13 @@ class Qwen2Config:
         if self.head_dim is None:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+            raise ValueError(f"num_heads={self.num_heads} must be a multiple of "
+                             f"num_kv_heads={self.num_kv_heads}")
         if self.dtype not in COMPUTE_DTYPES:
             raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}, got {self.dtype!r}")
         if self.remat_policy not in REMAT_POLICIES:
-            raise ValueError(f"remat_policy must be one of {sorted(REMAT_POLICIES)}, got {self.remat_policy!r}")
+            raise ValueError(f"remat_policy must be one of {sorted(REMAT_POLICIES)}, "
+                             f"got {self.remat_policy!r}")
 
     @property
     def compute_dtype(self) -> jnp.dtype:
@@ -148,7 +150,8 @@ class RMSNorm(nnx.Module):
 
     def __init__(self, dim: int, *, eps: float, dtype, param_dtype, rngs: nnx.Rngs):
         self.eps, self.dtype = eps, dtype
-        self.scale = nnx.Param(param_init(nnx.initializers.ones_init(), ("norm",))(rngs.params(), (dim,), param_dtype))
+        init = param_init(nnx.initializers.ones_init(), ("norm",))
+        self.scale = nnx.Param(init(rngs.params(), (dim,), param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)

@@ -19,7 +19,7 @@ def inverse_frequencies(head_dim: int, theta: float) -> jax.Array:
 
 
 def rotary_tables(positions: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """cos and sin of position x frequency, each half repeated: positions [B, T] -> 2 x [B, T, head_dim] f32."""
+    """cos and sin of position x frequency, halves repeated: [B, T] -> 2 x [B, T, head_dim] float32."""
     angles = positions.astype(jnp.float32)[..., None] * inverse_frequencies(head_dim, theta)
     angles = jnp.concatenate([angles, angles], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)

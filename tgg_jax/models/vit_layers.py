@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from tgg_jax.sharding import constrain, param_init
@@ -58,6 +57,15 @@ def patch_conv(patch_size: int, in_channels: int, dim: int, *, use_bias: bool, d
         padding="VALID", use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
         kernel_init=param_init(nnx.initializers.normal(INIT_STD), ("conv_h", "conv_w", "conv_in", "vision_embed")),
         bias_init=param_init(nnx.initializers.zeros_init(), ("vision_embed",)), rngs=rngs)
+
+
+def square_size(value, field: str) -> int:
+    """HF allows (h, w) sizes; the towers support square ones only."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"only square {field} is supported, got {value}")
+        return int(value[0])
+    return int(value)
 
 
 def check_nhwc(pixel_values: jax.Array, channels: int) -> None:
@@ -129,6 +137,3 @@ def select_tokens(hidden: jax.Array, select_feature: str) -> jax.Array:
         return hidden
     raise ValueError(f"select_feature must be 'patch' or 'cls_patch', got {select_feature!r}")
 
-
-def as_dtype(name) -> jnp.dtype:
-    return jnp.dtype(name)

@@ -109,8 +109,10 @@ class Skip(Exception):
     """
 
     def __init__(self, reason: str, record_id: str, source: str | epath.Path, detail: str = ""):
-        self.reason, self.record_id, self.source, self.detail = reason, record_id, str(source), detail
-        super().__init__(f"{source}: record {record_id}: {reason}" + (f" ({detail})" if detail else ""))
+        self.reason, self.record_id, self.detail = reason, record_id, detail
+        self.source = str(source)
+        message = f"{source}: record {record_id}: {reason}"
+        super().__init__(message + (f" ({detail})" if detail else ""))
 
 
 @contextlib.contextmanager
@@ -176,7 +178,8 @@ def clean_text(value: Any, record_id: str, source: str | epath.Path, what: str) 
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise Skip("malformed conversation", record_id, source, f"{what} is not valid UTF-8") from None
+        raise Skip("malformed conversation", record_id, source,
+                   f"{what} is not valid UTF-8") from None
     return value.strip()
 
 
@@ -351,7 +354,8 @@ class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _entry_records(self, split: str, entry: Entry) -> Iterable[dict[str, Any] | Skip]:
         """One raw entry -> its records; raise Skip to drop it, yield Skip to drop a part."""
 
-    def _generate_examples(self, split: str, entries: Sequence[Entry]) -> Iterator[tuple[str, dict]]:
+    def _generate_examples(self, split: str,
+                           entries: Sequence[Entry]) -> Iterator[tuple[str, dict]]:
         skipped = self.skipped.setdefault(split, collections.Counter())
         written = 0
         progress = _progress(entries, f"{self.name} {split}", self.show_progress)

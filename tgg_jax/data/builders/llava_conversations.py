@@ -67,7 +67,7 @@ class LlavaConversations(common.RawDataBuilder):
         image, width, height = b"", 0, 0
         if item.get("image"):
             if not isinstance(item["image"], str):
-                raise common.Skip("malformed record", entry.id, source, "image is not a path string")
+                raise common.Skip("malformed record", entry.id, source, "image is not a path")
             image, width, height = self.images.read(self._image_root / item["image"], entry.id)
         raw_objects = item.get("objects") or []
         if not isinstance(raw_objects, list):

@@ -5,7 +5,7 @@ random / popular / adversarial (JSON lines `{"question_id", "image", "text", "la
 "yes"/"no") and the images they name under `image_dir` (COCO val2014 for the coco files).
 One split per category file present; each record asks
 "{text}\\nAnswer the question using a single word or phrase." (LLaVA-1.5's prompt) -> "Yes"/"No",
-and carries `label` ("yes"/"no") and `category` for the evaluator.
+and carries `label` ("yes"/"no"), `category` and the bare `question` for the evaluator.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Pope(common.RawDataBuilder):
                                   description="POPE on COCO val2014")]
 
     def _extra_features(self):
-        return {"label": tfds.features.Text(), "category": tfds.features.Text()}
+        return {"label": tfds.features.Text(), "category": tfds.features.Text(),
+                "question": tfds.features.Text()}
 
     def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
         config = self.builder_config
@@ -70,4 +71,4 @@ class Pope(common.RawDataBuilder):
             conversations=[{"from": "human", "value": text + common.SHORT_ANSWER_SUFFIX},
                            {"from": "gpt", "value": label.capitalize()}],
             image=image, width=width, height=height,
-            label=label, category=category)
+            label=label, category=category, question=text)

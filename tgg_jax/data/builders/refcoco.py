@@ -7,8 +7,9 @@ tgg_jax.data.safe_pickle), `{dataset}/instances.json` (COCO format: images with 
 annotations with bbox [x, y, w, h]), and COCO train2014 images under `image_dir`.
 
 Records: one per (ref, sentence). Every split gets REC — "Output the coordinate of {sent}." ->
-the box on the padded square — with `gt_box` in original pixels for the evaluator (SPEC §4);
-train also gets region captioning — "Describe the region {box}." -> the sentence.
+the box on the padded square — with `gt_box` in original pixels and the `expression` for the
+evaluator (SPEC §4); train also gets region captioning — "Describe the region {box}." -> the
+sentence.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import collections
 import dataclasses
 
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
 
 from tgg_jax.data import safe_pickle
@@ -48,7 +50,8 @@ class RefCoco(common.RawDataBuilder):
     ]
 
     def _extra_features(self):
-        return {"task": tfds.features.Text(), "gt_box": common.box_feature()}
+        return {"task": tfds.features.Text(), "gt_box": common.box_feature(),
+                "expression": tfds.features.Text()}
 
     def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
         config = self.builder_config
@@ -72,6 +75,9 @@ class RefCoco(common.RawDataBuilder):
             ref_id = str(ref.get("ref_id", f"#{i}")) if isinstance(ref, dict) else f"#{i}"
             if split in wanted:
                 splits[split].append(common.Entry(ref_id, str(refs_path), ref))
+        for split in wanted:
+            if not splits[split]:
+                logging.warning("%s: no refs of split %r in %s", self.name, split, refs_path)
         # Refs of one image together, so each image file is read once in a row.
         return {s: sorted(splits[s], key=lambda e: str(e.data.get("image_id")))
                 for s in wanted if splits[s]}
@@ -110,4 +116,5 @@ class RefCoco(common.RawDataBuilder):
                     record_id=record_id, source=self.builder_config.name,
                     conversations=[{"from": "human", "value": question},
                                    {"from": "gpt", "value": answer}],
-                    image=image, width=width, height=height, task=task, gt_box=box)
+                    image=image, width=width, height=height, task=task, gt_box=box,
+                    expression=expression)

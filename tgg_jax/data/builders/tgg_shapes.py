@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 import tensorflow_datasets as tfds
+from etils import epath
 
 from tgg_jax.data import shapes
 from tgg_jax.data.builders import common
@@ -57,3 +58,23 @@ class TggShapes(common.RawDataBuilder):
         # Eval records stay single-turn, so task / gt_box / answer describe the whole record.
         multi_turn = config.multi_turn if split == "train" else 0.0
         yield shapes.make_record(config.seed, split, entry.data, multi_turn)
+
+
+def ensure_built(data_dir: epath.PathLike, config: str = "default") -> TggShapes:
+    """The tgg_shapes build in data_dir, generated first if it is not there yet."""
+    builder = TggShapes(config=config, data_dir=data_dir)
+    if not builder.is_prepared():
+        builder.download_and_prepare()
+    return builder
+
+
+def tokenizer_corpus(count: int = 2000, seed: int = 0) -> list[str]:
+    """Texts to train the tiny tokenizer on: the turns of the first `count` train records (no
+    images drawn), every attribute phrase, and the chat template's system prompt."""
+    from tgg_jax.data.template import SYSTEM_PROMPT
+
+    texts = [turn["value"]
+             for i in range(count)
+             for turn in shapes.make_record(seed, "train", i, multi_turn=0.25,
+                                            render=False)["conversations"]]
+    return texts + shapes.vocabulary_phrases() + [SYSTEM_PROMPT]
