@@ -17,7 +17,8 @@ def _import(args) -> None:
     from tgg_jax.convert.import_hf import import_hf
 
     params, config = import_hf(args.llm, args.clip, args.dinov2, projector=args.projector,
-                               seed=args.seed, object_pool=args.object_pool)
+                               seed=args.seed, object_pool=args.object_pool,
+                               image_token_id=args.image_token_id, object_token_id=args.object_token_id)
     save_params(args.out, params, config)
     print(f"wrote {args.out} (LLM {config.llm.num_layers} layers x {config.llm.hidden_size}, "
           f"{'tied' if config.llm.tie_word_embeddings else 'untied'} head)")
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
     imp.add_argument("--projector", help="safetensors with mm_projector weights; fresh init if absent")
     imp.add_argument("--object_pool", type=int, default=1, help="k x k pooling of object features")
     imp.add_argument("--seed", type=int, default=0, help="seed of a fresh projector")
+    imp.add_argument("--image_token_id", type=int, default=151665, help="id of <image> (Qwen2.5: 151665)")
+    imp.add_argument("--object_token_id", type=int, default=151666, help="id of <object> (Qwen2.5: 151666)")
     imp.add_argument("--out", required=True, help="output checkpoint directory")
     imp.set_defaults(fn=_import)
     exp = sub.add_parser("export-hf", help="tgg-jax checkpoint -> Hugging Face directories")

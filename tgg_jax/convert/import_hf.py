@@ -50,12 +50,13 @@ def _checked(source: str, tensors: Iterator[tuple[str, np.ndarray]],
         yield name, np.asarray(array, dtype=want.dtype)
 
 
-def _read_part(ckpt: HFCheckpoint, table: list[Rule], num_layers: int, prefix: str,
-               expected) -> Iterator[tuple[str, np.ndarray]]:
-    missing = [r.hf for r in table if "{i}" not in r.hf and r.hf not in ckpt]
+def _read_part(ckpt: HFCheckpoint, table: list[Rule], num_layers: int, prefix: str, expected,
+               rename: Callable[[str], str] = lambda n: n) -> Iterator[tuple[str, np.ndarray]]:
+    missing = [r.hf for r in table if "{i}" not in r.hf and rename(r.hf) not in ckpt]
     if missing:
         raise CheckpointError(f"{ckpt.path}: tensors missing from the checkpoint: {missing[:5]}")
-    return _checked(ckpt.path, import_tensors(ckpt.read, table, num_layers, tgg_prefix=prefix), expected)
+    read = lambda name: ckpt.read(rename(name))  # noqa: E731
+    return _checked(ckpt.path, import_tensors(read, table, num_layers, tgg_prefix=prefix), expected)
 
 
 def fresh_projector(config: TGGConfig, seed: int) -> Iterator[tuple[str, np.ndarray]]:
@@ -93,8 +94,11 @@ def import_hf(llm_dir: str, clip_dir: str, dinov2_dir: str, projector: str | Non
 
     parts = [
         _read_part(llm, qwen2_map.qwen2_table(config.llm), config.llm.num_layers, "llm.", expected),
-        _read_part(vit, clip_map.CLIP_TABLE, config.clip.num_layers, "clip.", expected),
-        _read_part(dino, dinov2_map.DINOV2_TABLE, config.dinov2.num_layers, "dinov2.", expected),
+        # A full CLIPModel stores the tower under "vision_model."; transformers 5 saves a bare
+        # CLIPVisionModel without that prefix.
+        _read_part(vit, clip_map.CLIP_TABLE, config.clip.num_layers, "clip.", expected,
+                   rename=lambda n: n if n in vit else clip_map.strip_vision_prefix(n)),
+        _read_part(dino, dinov2_map.dinov2_table(config.dinov2.use_mask_token, config.dinov2.qkv_bias), config.dinov2.num_layers, "dinov2.", expected),
     ]
     if projector:
         parts.append(_checked(projector, import_tensors(projector_from_file(projector),

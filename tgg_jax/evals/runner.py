@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from tqdm.auto import tqdm
 
 from tgg_jax.data.pipeline import conversations_of
 from tgg_jax.evals.base import Evaluator, write_submission
@@ -162,8 +163,9 @@ def check_run(workdir: str, info: Mapping[str, Any], process_index: int) -> None
                              "use a new --workdir, or rerun with the same setup to resume")
     elif process_index == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
+        with open(path + ".tmp", "w") as f:
             json.dump(info, f, indent=1)
+        os.replace(path + ".tmp", path)  # other processes never read half a file
 
 
 def predict_split(split: Split, evaluator: Evaluator, answer_fn: AnswerFn, workdir: str, *,
@@ -176,13 +178,14 @@ def predict_split(split: Split, evaluator: Evaluator, answer_fn: AnswerFn, workd
     n = split.num_examples
     mine = range(process_index, n, process_count)
     done = collections.Counter(p[INDEX] for p in read_predictions(path, repair=True))
-    stray = [i for i in done if not (isinstance(i, int) and 0 <= i < n and i % process_count == process_index)]
+    stray = [i for i in done
+             if not (isinstance(i, int) and 0 <= i < n and i % process_count == process_index)]
     repeated = [i for i, c in done.items() if c > 1]
     if stray or repeated:
         raise ValueError(f"{path}: holds examples this process does not own or holds twice "
                          f"({(stray + repeated)[:5]}); was the job started with another process count?")
     todo = [i for i in mine if i not in done]
-    from tqdm.auto import tqdm  # the bar shows process 0's share, which all processes match
+    # The bar shows process 0's share; every process has the same amount of work.
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=split.label, unit="ex",
                disable=process_index != 0, dynamic_ncols=True)
     with open(path, "a", encoding="utf-8") as f:
