@@ -9,7 +9,7 @@ from tgg_jax.evals import EVALUATORS, get_evaluator, write_submission
 
 def test_every_benchmark_is_registered():
     assert sorted(EVALUATORS) == ["gqa", "llava_bench", "mmbench", "mme", "pope", "rec",
-                                  "scienceqa", "vqav2"]
+                                  "scienceqa", "tgg_shapes", "vqav2"]
     for name in EVALUATORS:
         assert get_evaluator(name).name == name
     with pytest.raises(KeyError, match="unknown evaluator 'refcoco'"):

@@ -107,7 +107,8 @@ def test_reference_answers_match_inference_per_record(reference, answerer):
         assert p["reference"] == record["conversations"]["value"][1].decode()
         assert p["gt_box"] == record["gt_box"].tolist() and p["width"] == int(record["width"])
         assert p["image"] == hashlib.sha1(record["image"]).hexdigest()
-    assert predictions[2]["objects"] == np.asarray(fake_data.open_source("", "test", "")[2]["objects"]).tolist()
+    objects = fake_data.open_source("", "test", "")[2]["objects"]
+    assert predictions[2]["objects"] == np.asarray(objects).tolist() and len(objects) == 1
 
 
 def test_killed_run_resumes_to_the_same_result(reference, answerer, checkpoint, tmp_path):
@@ -225,19 +226,18 @@ def test_a_shard_of_another_process_count_is_refused(tmp_path):
 
 
 def test_questions_from_the_record_or_the_evaluator():
+    asked = "Is there a dog?\nAnswer the question using a single word or phrase."
     record = {"id": b"q7", "image": b"\x89PNG...", "objects": np.zeros((0, 4), np.float32),
-              "conversations": {"from": [b"human", b"gpt"],
-                                "value": [b"Is there a dog?\nAnswer the question using a single word or phrase.", b"Yes"]},
+              "conversations": {"from": [b"human", b"gpt"], "value": [asked.encode(), b"Yes"]},
               "label": b"yes", "category": b"random", "width": np.int32(4)}
     split = runner.Split("random", "pope_random", source=[record])
     pope = evals.get_evaluator("pope")
     question, example = runner.question_for(record, 0, split, pope, "record")
-    assert question.turns == [{"from": "human",
-                               "value": "Is there a dog?\nAnswer the question using a single word or phrase."}]
+    assert question.turns == [{"from": "human", "value": asked}]
     assert question.image == b"\x89PNG..." and question.boxes.shape == (0, 4)
     assert example == {"id": "q7", "source_index": 0, "split": "pope_random", "label": "yes",
                        "category": "random", "width": 4, "objects": [],
-                       "question": "Is there a dog?\nAnswer the question using a single word or phrase.",
+                       "question": asked,
                        "reference": "Yes", "image": hashlib.sha1(b"\x89PNG...").hexdigest()}
     # Fields only: the evaluator writes the prompt (LLaVA-1.5's short-answer format).
     bare = {"id": b"q8", "image": b"", "question": b"Is there a cat?", "label": b"no", "category": b"popular"}
@@ -277,6 +277,7 @@ def test_rec_config_arguments(monkeypatch):
     monkeypatch.syspath_prepend(REPO)
     assert load_config("rec", "refcocog").splits == ("val", "test")
     config = load_config("rec", "refcoco+:testA,testB")
-    assert (config.dataset, config.splits, config.name) == ("refcoco/refcoco+", ("testA", "testB"), "refcoco+")
+    assert (config.dataset, config.splits, config.name) == ("refcoco/refcoco+", ("testA", "testB"),
+                                                            "refcoco+")
     with pytest.raises(ValueError, match="refcoco, refcoco\\+, refcocog"):
         load_config("rec", "refclef")

@@ -1,7 +1,7 @@
 """`tgg-convert`: move weights between Hugging Face directories and tgg-jax checkpoints.
 
     tgg-convert import-hf --llm DIR --clip DIR --dinov2 DIR --out CKPT [--projector FILE]
-    tgg-convert export-hf --checkpoint CKPT --out DIR [--dtype bfloat16|float32]
+    tgg-convert export-hf --checkpoint CKPT --out DIR [--dtype bfloat16|float32] [--tokenizer DIR]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _import(args) -> None:
 def _export(args) -> None:
     from tgg_jax.convert.export_hf import export_hf
 
-    export_hf(args.checkpoint, args.out, dtype=args.dtype)
+    export_hf(args.checkpoint, args.out, dtype=args.dtype, tokenizer=args.tokenizer)
     print(f"wrote {args.out}")
 
 
@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     exp.add_argument("--checkpoint", required=True)
     exp.add_argument("--out", required=True)
     exp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    exp.add_argument("--tokenizer", help="HF tokenizer directory (default: beside the checkpoint, "
+                                         "e.g. the run's WORKDIR/tokenizer)")
     exp.set_defaults(fn=_export)
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)

@@ -43,6 +43,18 @@ def source_opener(config):
                          "'module:function'") from e
 
 
+def open_split(open_source, dataset: str, split: str, data_dir: str):
+    try:
+        return open_source(dataset, split, data_dir)
+    except Exception as e:  # TFDS says "manual dir missing" (an AssertionError) for unbuilt data
+        name, _, builder_config = dataset.partition("/")
+        build = f"tgg-data build {name}" + (f" --config {builder_config}" if builder_config else "")
+        raise ValueError(f"cannot open split {split!r} of {dataset} under {data_dir}: build it "
+                         f"first ({build} --data_dir {data_dir} ...; see "
+                         f"`tgg-data list`) or set --config.data_dir ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from e
+
+
 def build_answerer(config, checkpoint: str, tokenizer_dir: str | None = None):
     """The checkpoint's model on this host's devices (mesh config.mesh over jax.local_devices()),
     answering config.batch_size questions per data-parallel device at a time."""
@@ -81,7 +93,8 @@ def evaluate(config, checkpoint: str, workdir: str, *, tokenizer_dir: str | None
     open_source = source_opener(config)
     data_dir = os.path.expanduser(config.data_dir)
     splits = [runner.Split(name=s, label=f"{config.name}_{s}",
-                           source=open_source(config.dataset, s, data_dir), limit=config.limit)
+                           source=open_split(open_source, config.dataset, s, data_dir),
+                           limit=config.limit)
               for s in config.splits]
     workdir = os.path.abspath(os.path.expanduser(workdir))
     info = run_info(config, checkpoint)

@@ -1,0 +1,246 @@
+"""A tgg-jax parameter checkpoint -> Hugging Face directories that PyTorch loads as is.
+
+    DIR/llm/                   Qwen2ForCausalLM: config.json, generation_config.json,
+                               model.safetensors (or model-0000k-of-0000n.safetensors + index),
+                               tokenizer.json + tokenizer_config.json (with <image> / <object>)
+    DIR/clip/                  CLIPVisionModel
+    DIR/dinov2/                Dinov2Model
+    DIR/projector.safetensors  nn.Sequential(Linear, GELU, Linear): 0.weight, 0.bias, 2.weight, 2.bias
+    DIR/tgg_config.json        what joins the parts (SPEC §1): feature layer, fusion, placeholder
+                               ids and run lengths, image size, both normalisations
+
+Parameters are restored from Orbax one tensor at a time and written straight into safetensors
+files whose headers are planned from shapes alone, so the export never holds the model: peak host
+memory is about the largest tensor, its transposed copy and Orbax's read buffer (~3 x 2.2 GB for
+the 7B embedding), whatever the model size. Orbax merges the per-host files of a checkpoint
+written by several processes, so one process exports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable
+
+import jax
+import ml_dtypes
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+
+from tgg_jax.checkpoint import PARAMS_DIR, abstract_model, load_config
+from tgg_jax.convert import clip_map, dinov2_map, projector_map, qwen2_map
+from tgg_jax.convert.mapping import Hook, Rule, expand, tgg_name, tgg_path
+from tgg_jax.data import preprocess
+from tgg_jax.data.tokenizer import TggTokenizer
+from tgg_jax.models.tgg import TGGConfig
+
+EXPORT_FORMAT = "tgg-hf-export"
+EXPORT_CONFIG_FILE = "tgg_config.json"
+PROJECTOR_FILE = "projector.safetensors"
+DEFAULT_SHARD_BYTES = 5 * 2 ** 30  # Hugging Face's usual shard size
+EXPORT_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+# safetensors' dtype codes (https://github.com/huggingface/safetensors, "Format").
+_SAFETENSORS_DTYPE = {np.dtype(np.float32): "F32", np.dtype(ml_dtypes.bfloat16): "BF16",
+                      np.dtype(np.float16): "F16", np.dtype(np.int32): "I32",
+                      np.dtype(np.int64): "I64", np.dtype(np.bool_): "BOOL", np.dtype(np.uint8): "U8"}
+
+
+class CheckpointReader:
+    """One parameter of a tgg-jax checkpoint at a time, as a host numpy array.
+
+    `reader("llm.layers.0.mlp.up_proj.kernel")` restores that leaf alone (Orbax partial restore,
+    a few ms each), checked against the shape the config implies.
+    """
+
+    def __init__(self, checkpoint: str):
+        path = os.path.abspath(os.path.expanduser(checkpoint))
+        self.config = load_config(path)
+        self.params_dir = os.path.join(path, PARAMS_DIR)
+        if not os.path.isdir(self.params_dir):
+            raise FileNotFoundError(f"{self.params_dir}: missing parameter tree "
+                                    f"({checkpoint} is not a tgg-jax parameter checkpoint)")
+        state = nnx.state(abstract_model(self.config), nnx.Param)
+        self.shapes = {tgg_name(p): v.get_value() for p, v in nnx.to_flat_state(state)}
+        self._checkpointer = ocp.PyTreeCheckpointer()
+
+    def __call__(self, name: str) -> np.ndarray:
+        want = self.shapes[name]
+        *parents, leaf = tgg_path(name)
+        item, args = {leaf: jax.ShapeDtypeStruct(want.shape, want.dtype)}, \
+            {leaf: ocp.RestoreArgs(restore_type=np.ndarray)}
+        for key in reversed(parents):
+            item, args = {key: item}, {key: args}
+        try:
+            restored = self._checkpointer.restore(self.params_dir, args=ocp.args.PyTreeRestore(
+                item=item, restore_args=args, partial_restore=True))
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.params_dir}: cannot read parameter {name}: {e}") from e
+        for key in tgg_path(name):
+            restored = restored[key]
+        if tuple(restored.shape) != tuple(want.shape):
+            raise ValueError(f"{self.params_dir}: {name} has shape {tuple(restored.shape)}, "
+                             f"its tgg_config.json implies {tuple(want.shape)}")
+        return np.asarray(restored)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One HF tensor to write: where it comes from, and its shape and dtype on disk."""
+    hf: str
+    tgg: str
+    hook: Hook
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def plan(table: list[Rule], num_layers: int, tgg_prefix: str, shapes: dict, dtype: np.dtype,
+         hf_prefix: str = "") -> list[Entry]:
+    """Every tensor of one part with its HF shape, computed from the abstract model alone."""
+    entries = []
+    for hf, tgg, hook in expand(table, num_layers):
+        src = shapes[tgg_prefix + tgg]
+        out = jax.eval_shape(hook.to_hf, jax.ShapeDtypeStruct(src.shape, src.dtype))
+        on_disk = dtype if np.issubdtype(src.dtype, np.floating) else np.dtype(src.dtype)
+        entries.append(Entry(hf_prefix + hf, tgg_prefix + tgg, hook, tuple(out.shape), on_disk))
+    return entries
+
+
+def write_safetensors(path: str, entries: list[Entry], read: Callable[[str], np.ndarray]) -> None:
+    """A safetensors file written tensor by tensor: the header (names, dtypes, shapes, offsets)
+    comes from `entries`, then each tensor is read, converted and appended."""
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for e in entries:
+        header[e.hf] = {"dtype": _SAFETENSORS_DTYPE[e.dtype], "shape": list(e.shape),
+                        "data_offsets": [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment with spaces
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for e in entries:
+            array = np.ascontiguousarray(e.hook.to_hf(read(e.tgg)), dtype=e.dtype)
+            if array.shape != e.shape:
+                raise ValueError(f"{path}: {e.hf} came out as {array.shape}, planned {e.shape}")
+            f.write(array.reshape(-1).view(np.uint8).data)  # little-endian, as the format wants
+
+
+def write_sharded(directory: str, entries: list[Entry], read: Callable[[str], np.ndarray],
+                  max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[str]:
+    """model.safetensors, or model-0000k-of-0000n.safetensors + model.safetensors.index.json when
+    the tensors exceed `max_shard_bytes` (a larger tensor gets a shard of its own)."""
+    shards: list[list[Entry]] = [[]]
+    for e in entries:
+        if shards[-1] and sum(x.nbytes for x in shards[-1]) + e.nbytes > max_shard_bytes:
+            shards.append([])
+        shards[-1].append(e)
+    if len(shards) == 1:
+        names = ["model.safetensors"]
+    else:
+        names = [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))]
+    for name, shard in zip(names, shards):
+        write_safetensors(os.path.join(directory, name), shard, read)
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(e.nbytes for e in entries)},
+                 "weight_map": {e.hf: name for name, shard in zip(names, shards) for e in shard}}
+        _write_json(os.path.join(directory, "model.safetensors.index.json"), index)
+    return names
+
+
+def _write_json(path: str, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def llm_config(config: TGGConfig, tokenizer: TggTokenizer, dtype: str) -> dict:
+    return {**config.llm.to_hf_dict(), "dtype": dtype, "bos_token_id": tokenizer.endoftext_id,
+            "eos_token_id": tokenizer.im_end_id, "pad_token_id": tokenizer.endoftext_id}
+
+
+def generation_config(tokenizer: TggTokenizer) -> dict:
+    """Greedy, stopping at <|im_end|> or <|endoftext|> (what tgg_jax.inference does)."""
+    return {"bos_token_id": tokenizer.endoftext_id, "pad_token_id": tokenizer.endoftext_id,
+            "eos_token_id": [tokenizer.im_end_id, tokenizer.endoftext_id], "do_sample": False}
+
+
+def export_config(config: TGGConfig, dtype: str) -> dict:
+    """DIR/tgg_config.json: how the HF parts make TinyGroundingGPT (read by tgg_jax.torch)."""
+    return {
+        "format": EXPORT_FORMAT, "version": 1, "dtype": dtype,
+        "parts": {"llm": "llm", "clip": "clip", "dinov2": "dinov2", "projector": PROJECTOR_FILE},
+        "select_layer": config.select_layer, "select_feature": config.select_feature,
+        "fusion": config.fusion, "object_pool": config.object_pool,
+        "image_token_id": config.image_token_id, "object_token_id": config.object_token_id,
+        "image_tokens": config.image_tokens, "object_tokens": config.object_tokens,
+        "image_size": config.image_size, "pad_fill": list(preprocess.PAD_FILL),
+        "projector": {"type": "mlp2x_gelu", "in_features": config.visual_width,
+                      "out_features": config.llm.hidden_size},
+        "normalization": {"clip": {"mean": list(preprocess.CLIP_MEAN), "std": list(preprocess.CLIP_STD)},
+                          "dinov2": {"mean": list(preprocess.IMAGENET_MEAN),
+                                     "std": list(preprocess.IMAGENET_STD)}},
+        "tgg_jax_config": config.to_dict(),  # the full model config, for the way back
+    }
+
+
+def _checked_tokenizer(tokenizer: TggTokenizer, config: TGGConfig, source: str) -> TggTokenizer:
+    got = (tokenizer.image_id, tokenizer.object_id)
+    want = (config.image_token_id, config.object_token_id)
+    if got != want:
+        raise ValueError(f"tokenizer {source} puts <image>/<object> at ids {got[0]}/{got[1]}, the "
+                         f"checkpoint's model uses {want[0]}/{want[1]}; pass the run's --tokenizer")
+    if tokenizer.vocab_size > config.llm.vocab_size:
+        raise ValueError(f"tokenizer {source} has {tokenizer.vocab_size} entries, more than the "
+                         f"model's {config.llm.vocab_size} embedding rows")
+    return tokenizer
+
+
+def _write_part(directory: str, hf_config: dict, entries: list[Entry], read, max_shard_bytes: int) -> None:
+    os.makedirs(directory, exist_ok=True)
+    _write_json(os.path.join(directory, "config.json"), hf_config)
+    write_sharded(directory, entries, read, max_shard_bytes)
+
+
+def export_hf(checkpoint: str, out: str, dtype: str = "float32", tokenizer: str | None = None,
+              max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+    """Write `out` (layout in the module docstring) from a parameter checkpoint: CKPT/params +
+    tgg_config.json, or a trainer's checkpoints/<step>/. `tokenizer`: HF tokenizer directory;
+    by default the one beside the checkpoint (CKPT, CKPT/tokenizer, the run's WORKDIR/tokenizer)."""
+    from tgg_jax.predict import checkpoint_tokenizer
+
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
+    on_disk = EXPORT_DTYPES[dtype]
+    read = CheckpointReader(checkpoint)
+    config, shapes = read.config, read.shapes
+    tok = _checked_tokenizer(checkpoint_tokenizer(checkpoint, tokenizer), config,
+                             tokenizer or f"found beside {checkpoint}")
+    llm_dir, clip_dir, dino_dir = (os.path.join(out, p) for p in ("llm", "clip", "dinov2"))
+
+    _write_part(llm_dir, llm_config(config, tok, dtype),
+                plan(qwen2_map.qwen2_table(config.llm), config.llm.num_layers, "llm.", shapes, on_disk),
+                read, max_shard_bytes)
+    _write_json(os.path.join(llm_dir, "generation_config.json"), generation_config(tok))
+    tok.save(llm_dir)
+    # Names keep the `vision_model.` prefix of the official CLIP checkpoints: transformers 5 loads
+    # them into CLIPVisionModel as well as its own unprefixed names, and 4.x only loads these.
+    _write_part(clip_dir, {**config.clip.to_hf_dict(), "architectures": ["CLIPVisionModel"], "dtype": dtype},
+                plan(clip_map.CLIP_TABLE, config.clip.num_layers, "clip.", shapes, on_disk),
+                read, max_shard_bytes)
+    dino_table = dinov2_map.dinov2_table(config.dinov2.use_mask_token, config.dinov2.qkv_bias)
+    _write_part(dino_dir, {**config.dinov2.to_hf_dict(), "architectures": ["Dinov2Model"], "dtype": dtype},
+                plan(dino_table, config.dinov2.num_layers, "dinov2.", shapes, on_disk),
+                read, max_shard_bytes)
+    write_safetensors(os.path.join(out, PROJECTOR_FILE),
+                      plan(projector_map.PROJECTOR_TABLE, 0, "projector.", shapes, on_disk), read)
+    _write_json(os.path.join(out, EXPORT_CONFIG_FILE), export_config(config, dtype))
+    logging.info("exported %s -> %s (%s, %.3fB parameters)", checkpoint, out, dtype,
+                 sum(math.prod(s.shape) for s in shapes.values()) / 1e9)
