@@ -12,6 +12,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from tests import hf_reference as ref
 from tgg_jax.convert import cli
+from tgg_jax.convert.export_hf import export_hf
 from tgg_jax.data import shapes
 from tgg_jax.data.tokenizer import ENDOFTEXT, IM_END, IM_START, TggTokenizer, add_placeholder_tokens
 
@@ -47,7 +48,9 @@ class Exported:
     out: str            # `tgg-convert export-hf` output
 
 
-def import_then_export(root: str, tie: bool, extra_export_args: tuple[str, ...] = ()) -> Exported:
+def import_then_export(root: str, tie: bool, max_shard_bytes: int | None = None) -> Exported:
+    """`tgg-convert import-hf` of fresh random parts, then `tgg-convert export-hf` (or, to get
+    several shards, export_hf with `max_shard_bytes`)."""
     parts = ref.build_parts(tie=tie)
     hf = ref.save_parts(os.path.join(root, "hf"), *parts)
     checkpoint, tok_dir, out = (os.path.join(root, p) for p in ("ckpt", "tokenizer", "export"))
@@ -55,6 +58,8 @@ def import_then_export(root: str, tie: bool, extra_export_args: tuple[str, ...] 
                      "--projector", hf["projector"], "--image_token_id", str(ref.IMAGE_ID),
                      "--object_token_id", str(ref.OBJECT_ID), "--out", checkpoint]) == 0
     placeholder_tokenizer().save(tok_dir)
-    assert cli.main(["export-hf", "--checkpoint", checkpoint, "--out", out, "--tokenizer", tok_dir,
-                     *extra_export_args]) == 0
+    if max_shard_bytes is None:
+        assert cli.main(["export-hf", "--checkpoint", checkpoint, "--out", out, "--tokenizer", tok_dir]) == 0
+    else:
+        export_hf(checkpoint, out, tokenizer=tok_dir, max_shard_bytes=max_shard_bytes)
     return Exported(parts, hf, checkpoint, tok_dir, out)

@@ -41,6 +41,7 @@ from tgg_jax.models.tgg import TGGConfig
 EXPORT_FORMAT = "tgg-hf-export"
 EXPORT_CONFIG_FILE = "tgg_config.json"
 PROJECTOR_FILE = "projector.safetensors"
+OBJECT_MARGIN = 0.1  # context around an object crop at inference (SPEC §2, ExampleSpec's default)
 DEFAULT_SHARD_BYTES = 5 * 2 ** 30  # Hugging Face's usual shard size
 EXPORT_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 # safetensors' dtype codes (https://github.com/huggingface/safetensors, "Format").
@@ -74,17 +75,24 @@ class CheckpointReader:
             {leaf: ocp.RestoreArgs(restore_type=np.ndarray)}
         for key in reversed(parents):
             item, args = {key: item}, {key: args}
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)  # Orbax logs ~6 INFO lines per restore
         try:
             restored = self._checkpointer.restore(self.params_dir, args=ocp.args.PyTreeRestore(
                 item=item, restore_args=args, partial_restore=True))
         except (KeyError, ValueError) as e:
             raise ValueError(f"{self.params_dir}: cannot read parameter {name}: {e}") from e
+        finally:
+            logging.set_verbosity(verbosity)
         for key in tgg_path(name):
-            restored = restored[key]
+            restored = restored.get(key) if isinstance(restored, dict) else None
+        if not isinstance(restored, np.ndarray):  # a partial restore hands back absent leaves as given
+            raise ValueError(f"{self.params_dir}: parameter {name} is not in the checkpoint "
+                             f"(does tgg_config.json belong to it?)")
         if tuple(restored.shape) != tuple(want.shape):
             raise ValueError(f"{self.params_dir}: {name} has shape {tuple(restored.shape)}, "
                              f"its tgg_config.json implies {tuple(want.shape)}")
-        return np.asarray(restored)
+        return restored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +190,7 @@ def export_config(config: TGGConfig, dtype: str) -> dict:
         "image_token_id": config.image_token_id, "object_token_id": config.object_token_id,
         "image_tokens": config.image_tokens, "object_tokens": config.object_tokens,
         "image_size": config.image_size, "pad_fill": list(preprocess.PAD_FILL),
+        "object_margin": OBJECT_MARGIN,
         "projector": {"type": "mlp2x_gelu", "in_features": config.visual_width,
                       "out_features": config.llm.hidden_size},
         "normalization": {"clip": {"mean": list(preprocess.CLIP_MEAN), "std": list(preprocess.CLIP_STD)},

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tgg_jax.evals.pope import answer_is_yes
 from tgg_jax.evals.rec import box_iou, predicted_pixel_box
 
 
@@ -34,7 +33,8 @@ def score(records: Sequence[dict], answers: Sequence[str]) -> dict[str, float]:
         elif r["task"] == "caption":
             caption.append(_norm(a) == _norm(r["answer"]))
         elif r["task"] == "yesno":
-            yesno.append(answer_is_yes(a) == (_norm(r["answer"]) == "yes"))
+            # Strict: an answer must be exactly yes or no, so babble earns no free 50 %.
+            yesno.append(_norm(a) == _norm(r["answer"]))
     out = {}
     if ious:
         out["rec/acc@0.5"] = float(np.mean(np.asarray(ious) >= 0.5))

@@ -8,6 +8,7 @@ from the latest checkpoint in the workdir.
 from __future__ import annotations
 
 import json
+import logging as pylogging
 import os
 import sys
 
@@ -67,8 +68,16 @@ def config_import_path(argv: list[str]) -> None:
     sys.path.insert(0, os.getcwd())
 
 
+def quiet_libraries() -> None:
+    """Keep INFO for tgg-jax's own messages; Orbax and TFDS log every file they touch."""
+    noisy = ("/orbax/", "/tensorflow_datasets/", "/grain/")
+    logging.get_absl_handler().addFilter(
+        lambda record: record.levelno >= pylogging.WARNING or not any(n in record.pathname for n in noisy))
+
+
 def run() -> None:
     logging.set_verbosity(logging.INFO)
+    quiet_libraries()
     config_import_path(sys.argv)
     app.run(main, argv=sys.argv)
 

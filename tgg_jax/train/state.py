@@ -52,11 +52,11 @@ def model_config(config, tokenizer) -> TGGConfig:
 
 def create_state(model_cfg: TGGConfig, optimizer: optax.GradientTransformation, trainable_patterns,
                  seed: int):
-    """(graphdef, abstract TrainState with logical metadata, init function)."""
+    """(graphdef, abstract TrainState with logical metadata, zero-argument init function)."""
     is_trainable = trainable_filter(trainable_patterns)
 
-    def init(rng_seed):
-        model = TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(rng_seed))
+    def init():
+        model = TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(seed))
         _, trainable, frozen = nnx.split(model, is_trainable, ...)
         return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
                           opt_state=optimizer.init(trainable))
@@ -65,7 +65,7 @@ def create_state(model_cfg: TGGConfig, optimizer: optax.GradientTransformation, 
     graphdef, trainable, frozen = nnx.split(abstract_model, is_trainable, ...)
     names = [tgg_name(p) for p, _ in nnx.to_flat_state(nnx.state(abstract_model, nnx.Param))]
     check_patterns(trainable_patterns, names)
-    abstract = jax.eval_shape(init, seed)
+    abstract = jax.eval_shape(init)
     return graphdef, abstract, init
 
 

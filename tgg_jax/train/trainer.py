@@ -129,7 +129,7 @@ def setup(config, workdir: str, *, with_data: bool = True) -> Run:
                                 every_steps=config.checkpoint.every_steps,
                                 async_save=config.checkpoint.async_save, model_config=model_cfg)
     with jax.set_mesh(mesh):
-        state = jax.jit(init, out_shardings=shardings, static_argnums=0)(config.seed)
+        state = jax.jit(init, out_shardings=shardings)()
     spec = example_spec(config, model_cfg)
     data_iter = None
     if with_data:
@@ -166,9 +166,11 @@ def ensure_builtin_data(config, data_dir: str) -> None:
     names = {m[0] for m in config.data.mixture} | {e[0] for e in config.data.eval}
     if config.final_eval.enabled:
         names.add(config.final_eval.dataset)
-    if "tgg_shapes" in names and jax.process_index() == 0:
+    if jax.process_index() == 0:
         from tgg_jax.data.builders.tgg_shapes import ensure_built
-        ensure_built(data_dir)
+        for name in sorted(names):
+            if name.split("/")[0] == "tgg_shapes":
+                ensure_built(data_dir, name.split("/")[1] if "/" in name else "default")
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("tgg_shapes built")
@@ -238,7 +240,7 @@ def train(run: Run) -> dict:
                         f"(step {run.checkpointer.latest_step()}) in {run.checkpointer.directory} is kept.")
                 run.state = new_state
                 step += 1
-                window_tokens += float(metrics["tokens"])
+                window_tokens += float(np.count_nonzero(batch["segment_ids"]))
                 window_flops += flops
                 if step % config.log_every_steps == 0 or step == run.total_steps:
                     elapsed = max(time.time() - window_start, 1e-9)
