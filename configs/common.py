@@ -42,7 +42,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.mixture = ()                # ((dataset, split, weight), ...)
     c.data.max_length = 2048
     c.data.buckets = (512, 1024, 2048)
-    c.data.max_objects = 4
+    c.data.max_objects = 4             # object slots per example (per packed row: see packing)
+    c.data.packing = False             # pack several examples per row (segments) instead of padding
     c.data.object_margin = 0.1
     c.data.object_jitter = 0.2
     c.data.worker_count = 8            # Grain multiprocess workers per host (0: in process)

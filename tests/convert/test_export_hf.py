@@ -25,7 +25,7 @@ from tests.convert.export_fixtures import import_then_export, placeholder_tokeni
 from tests.evals import fake_data
 from tgg_jax.checkpoint import load_params, save_config
 from tgg_jax.convert import cli
-from tgg_jax.convert.export_hf import Entry, export_hf, write_safetensors
+from tgg_jax.convert.export_hf import CheckpointReader, Entry, export_hf, write_safetensors
 from tgg_jax.convert.import_hf import import_hf
 from tgg_jax.convert.mapping import IDENTITY, LINEAR
 from tgg_jax.models import clip, dinov2, qwen2
@@ -34,13 +34,21 @@ from tgg_jax.models.tgg import TGGConfig
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-@pytest.fixture(scope="module", params=["tied", "untied_sharded"])
-def exported(request, tmp_path_factory):
-    """Tied: the CLI with its default (one file per part); untied: shards of at most 40 KB."""
-    root = str(tmp_path_factory.mktemp(request.param))
-    if request.param == "tied":
-        return import_then_export(root, tie=True)
-    return import_then_export(root, tie=False, max_shard_bytes=40_000)
+@pytest.fixture(scope="module")
+def tied(tmp_path_factory):
+    """Tied head, exported by the CLI with its defaults (one safetensors file per part)."""
+    return import_then_export(str(tmp_path_factory.mktemp("tied")), tie=True)
+
+
+@pytest.fixture(scope="module")
+def untied_sharded(tmp_path_factory):
+    """Untied head, exported in shards of at most 40 KB."""
+    return import_then_export(str(tmp_path_factory.mktemp("untied")), tie=False, max_shard_bytes=40_000)
+
+
+@pytest.fixture(params=["tied", "untied_sharded"])
+def exported(request):
+    return request.getfixturevalue(request.param)
 
 
 def read_dir(directory: str) -> dict[str, torch.Tensor]:
@@ -76,23 +84,21 @@ def test_every_tensor_comes_back_bit_exact(exported):
     assert ("lm_head.weight" in read_dir(os.path.join(exported.out, "llm"))) == (not llm.config.tie_word_embeddings)
 
 
-def test_sharded_directory_has_a_complete_index(exported):
-    llm_dir = os.path.join(exported.out, "llm")
-    index_file = os.path.join(llm_dir, "model.safetensors.index.json")
-    if exported.parts[0].config.tie_word_embeddings:
-        assert not os.path.exists(index_file)
-        return
-    with open(index_file) as f:
+def test_sharded_directory_has_a_complete_index(tied, untied_sharded):
+    assert sorted(os.listdir(os.path.join(tied.out, "dinov2"))) == ["config.json", "model.safetensors"]
+    llm_dir = os.path.join(untied_sharded.out, "llm")
+    with open(os.path.join(llm_dir, "model.safetensors.index.json")) as f:
         index = json.load(f)
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
-    sizes = 0
+    total = 0
     for shard in shards:
         with safe_open(os.path.join(llm_dir, shard), framework="pt") as f:
-            for name in f.keys():
-                assert index["weight_map"][name] == shard
-                sizes += f.get_tensor(name).numel() * 4
-    assert index["metadata"]["total_size"] == sizes
+            sizes = [f.get_tensor(name).numel() * 4 for name in f.keys()]
+            assert all(index["weight_map"][name] == shard for name in f.keys())
+        assert sum(sizes) <= 40_000 or len(sizes) == 1  # a larger tensor gets a shard of its own
+        total += sum(sizes)
+    assert index["metadata"]["total_size"] == total
 
 
 def test_transformers_loads_every_part_as_is(exported):
@@ -153,15 +159,13 @@ def test_export_imports_back_to_the_same_checkpoint(exported):
         np.testing.assert_array_equal(a, b)
 
 
-def test_bfloat16_export_rounds_each_tensor_once(exported, tmp_path):
-    if not exported.parts[0].config.tie_word_embeddings:
-        pytest.skip("one variant is enough")
+def test_bfloat16_export_rounds_each_tensor_once(tied, tmp_path):
     out = str(tmp_path / "bf16")
-    assert cli.main(["export-hf", "--checkpoint", exported.checkpoint, "--out", out, "--dtype", "bfloat16",
-                     "--tokenizer", exported.tokenizer]) == 0
-    want = {k: v.to(torch.bfloat16) for k, v in read_dir(exported.hf["dinov2"]).items()}
+    assert cli.main(["export-hf", "--checkpoint", tied.checkpoint, "--out", out, "--dtype", "bfloat16",
+                     "--tokenizer", tied.tokenizer]) == 0
+    want = {k: v.to(torch.bfloat16) for k, v in read_dir(tied.hf["dinov2"]).items()}
     assert_same_tensors(read_dir(os.path.join(out, "dinov2")), want)
-    want = {k: v.to(torch.bfloat16) for k, v in read_dir(exported.hf["llm"]).items()}
+    want = {k: v.to(torch.bfloat16) for k, v in read_dir(tied.hf["llm"]).items()}
     assert_same_tensors(read_dir(os.path.join(out, "llm")), want)
     with open(os.path.join(out, "llm", "config.json")) as f:
         assert json.load(f)["dtype"] == "bfloat16"
@@ -193,6 +197,26 @@ def test_tensors_are_written_one_at_a_time(tmp_path):
         assert torch.equal(got[f"w{i}"], torch.from_numpy(np.ascontiguousarray(want)).to(torch.bfloat16))
 
 
+def test_reader_holds_one_layer_at_a_time(tied):
+    reader = CheckpointReader(tied.checkpoint)
+    params, _ = load_params(tied.checkpoint)
+    layer0 = [n for n in reader.shapes if n.startswith("llm.layers.0.")]
+    refs = []
+    for name in layer0:
+        array = reader(name)
+        want = params["llm"]["layers"][0]
+        for key in name.split(".")[3:]:
+            want = want[key]
+        np.testing.assert_array_equal(array, want)
+        refs.append(weakref.ref(array))
+        del array
+    reader("llm.layers.1.mlp.up_proj.kernel")
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert sorted(reader._pending) == sorted(n for n in reader.shapes if n.startswith("llm.layers.1.")
+                                             and n != "llm.layers.1.mlp.up_proj.kernel")
+
+
 def test_trainer_step_dir_finds_the_run_tokenizer(tmp_path):
     workdir = str(tmp_path / "run")
     step_dir, params = fake_data.make_checkpoint(workdir)  # checkpoints/5/, tokenizer at WORKDIR/tokenizer
@@ -206,20 +230,18 @@ def test_trainer_step_dir_finds_the_run_tokenizer(tmp_path):
                                   params["llm"]["layers"][0]["mlp"]["up_proj"]["kernel"].T)
 
 
-def test_bad_inputs_fail_clearly(exported, tmp_path):
-    if not exported.parts[0].config.tie_word_embeddings:
-        pytest.skip("one variant is enough")
-    lone = shutil.copytree(exported.checkpoint, tmp_path / "x" / "y" / "ckpt")  # no tokenizer near it
+def test_bad_inputs_fail_clearly(tied, tmp_path):
+    lone = shutil.copytree(tied.checkpoint, tmp_path / "x" / "y" / "ckpt")  # no tokenizer near it
     with pytest.raises(FileNotFoundError, match="pass --tokenizer"):
         export_hf(str(lone), str(tmp_path / "a"))
     other = str(tmp_path / "tiny_tok")
     fake_data.train_tiny_tokenizer(["a b c"] * 4, vocab_size=270).save(other)  # <image> at id 3
     with pytest.raises(ValueError, match=r"tiny_tok puts <image>/<object> at ids 3/4.* uses 300/301"):
-        export_hf(exported.checkpoint, str(tmp_path / "b"), tokenizer=other)
+        export_hf(tied.checkpoint, str(tmp_path / "b"), tokenizer=other)
     with pytest.raises(FileNotFoundError, match="tgg_config.json: missing"):
-        export_hf(str(tmp_path), str(tmp_path / "c"), tokenizer=exported.tokenizer)
+        export_hf(str(tmp_path), str(tmp_path / "c"), tokenizer=tied.tokenizer)
     with pytest.raises(ValueError, match="dtype must be one of"):
-        export_hf(exported.checkpoint, str(tmp_path / "d"), dtype="float16", tokenizer=exported.tokenizer)
+        export_hf(tied.checkpoint, str(tmp_path / "d"), dtype="float16", tokenizer=tied.tokenizer)
 
 
 def _free_port() -> int:

@@ -94,6 +94,13 @@ def overwrite_placeholders(embeds: torch.Tensor, input_ids: torch.Tensor, token_
     return torch.where(is_placeholder[..., None], gathered.to(embeds.dtype), embeds)
 
 
+def _as_tensor(pixels, device) -> torch.Tensor | None:
+    """uint8 images as numpy or torch -> a torch tensor on `device` (None stays None)."""
+    if pixels is None:
+        return None
+    return torch.as_tensor(pixels if torch.is_tensor(pixels) else np.asarray(pixels), device=device)
+
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T] 1/0 mask of a left-padded batch -> positions 0.. on the real tokens (0 on pads), as
     tgg_jax.generate.left_pad gives; HF Qwen2 would otherwise count the pads."""
@@ -172,9 +179,7 @@ class TinyGroundingGPT(nn.Module):
         """
         embeds = self.llm.get_input_embeddings()(input_ids)
         b, h = input_ids.shape[0], embeds.shape[-1]
-        device = embeds.device
-        images, objects = (None if x is None else torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x,
-                                                                  device=device) for x in (images, objects))
+        images, objects = _as_tensor(images, embeds.device), _as_tensor(objects, embeds.device)
         n_img = 0 if images is None else images.shape[1]
         n_obj = 0 if objects is None else objects.shape[1]
         s = self.config.image_size
@@ -197,7 +202,8 @@ class TinyGroundingGPT(nn.Module):
         (attention_mask 1 on tokens, 0 on pads), images / objects as in `embed_inputs`."""
         embeds = self.embed_inputs(input_ids, images, objects)
         if attention_mask is not None and "position_ids" not in llm_kwargs:
-            llm_kwargs["position_ids"] = positions_from_mask(attention_mask)
+            # The mask covers cached tokens too when decoding with past_key_values.
+            llm_kwargs["position_ids"] = positions_from_mask(attention_mask)[:, -input_ids.shape[1]:]
         return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, **llm_kwargs)
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ from tgg_jax.evals import shapes as shapes_eval
 from tgg_jax.inference import answer, prompt_inputs
 from tgg_jax.models.tgg import TinyGroundingGPT
 from tgg_jax.train.step import make_eval_step
+from tgg_jax.train.trainer import held_out_loss
 from tgg_jax.visualize import draw_boxes, plot_history
 
 
@@ -56,13 +57,8 @@ def evaluate_run(run) -> dict:
     eval_step = jax.jit(make_eval_step(run.graphdef, config.loss_chunk))
 
     def heldout(model) -> float:
-        total = count = 0.0
-        for batch in pipeline.make_eval_batches(fe.dataset, fe.split, data_dir=data_dir, tokenizer=run.tokenizer,
-                                                spec=run.example_spec, batch_size=fe.batch_size,
-                                                buckets=tuple(config.data.buckets), limit=fe.examples):
-            s, c = eval_step(_as_train_state(run, model), batch)
-            total, count = total + float(s), count + float(c)
-        return total / max(count, 1.0)
+        return held_out_loss(run, eval_step, fe.dataset, fe.split, fe.examples,
+                             state=_as_train_state(run, model), batch_size=fe.batch_size)
 
     with jax.set_mesh(run.mesh):
         results = {}

@@ -52,7 +52,8 @@ class Reporter:
         if not self.writer:
             return
         for k, v in values.items():
-            self.writer.add_scalar(k, float(v), step)
+            if math.isfinite(float(v)):  # MFU is NaN where the peak is unknown (CPU)
+                self.writer.add_scalar(k, float(v), step)
         self.writer.flush()
 
     def progress(self, step: int, values: dict[str, float]) -> None:

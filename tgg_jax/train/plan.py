@@ -25,6 +25,12 @@ _QWEN_IDS = types.SimpleNamespace(image_id=IMAGE_TOKEN_ID, object_id=OBJECT_TOKE
 def abstract_batch(config, model_cfg, mesh) -> dict:
     """ShapeDtypeStructs of one global batch at the longest bucket, sharded on the batch axes."""
     b, t, s = config.batch_size, max(config.data.buckets), model_cfg.image_size
+    n_img, n_obj = 1, config.data.max_objects
+    if config.data.packing:
+        from tgg_jax.data.packing import default_packing_spec
+        from tgg_jax.train.trainer import example_spec
+        packed = default_packing_spec(example_spec(config, model_cfg))
+        t, n_img, n_obj = packed.max_length, packed.max_images, packed.max_objects
     shard = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
 
     def spec(shape, dtype):
@@ -32,8 +38,8 @@ def abstract_batch(config, model_cfg, mesh) -> dict:
 
     return {"input_ids": spec((b, t), jnp.int32), "positions": spec((b, t), jnp.int32),
             "segment_ids": spec((b, t), jnp.int32), "targets": spec((b, t), jnp.int32),
-            "target_mask": spec((b, t), jnp.bool_), "images": spec((b, 1, s, s, 3), jnp.uint8),
-            "objects": spec((b, config.data.max_objects, s, s, 3), jnp.uint8)}
+            "target_mask": spec((b, t), jnp.bool_), "images": spec((b, n_img, s, s, 3), jnp.uint8),
+            "objects": spec((b, n_obj, s, s, 3), jnp.uint8)}
 
 
 def compile_only(config) -> dict:

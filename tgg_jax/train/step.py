@@ -97,7 +97,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
         grads = jax.tree.map(lambda g: g / denom, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
-        metrics = {"loss": loss / denom, "tokens": count, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss / denom, "tokens": count, "grad_norm": optax.tree.norm(grads),
                    "lr": schedule(state.step)}
         return dataclasses.replace(state, step=state.step + 1, trainable=trainable,
                                    opt_state=opt_state), metrics

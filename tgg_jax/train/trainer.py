@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -110,8 +111,12 @@ def example_spec(config, model_cfg: TGGConfig) -> pipeline.ExampleSpec:
                                 object_jitter=config.data.object_jitter)
 
 
-def setup(config, workdir: str, *, with_data: bool = True) -> Run:
-    validate(config)
+def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
+    """Everything a run needs; resumes from WORKDIR/checkpoints when it holds a checkpoint.
+
+    devices: the devices of the mesh (default all); tests use a subset.
+    """
+    validate(config, num_devices=None if devices is None else len(devices))
     workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     steps = total_steps(config)
@@ -120,7 +125,7 @@ def setup(config, workdir: str, *, with_data: bool = True) -> Run:
     config.lock()
     tokenizer = load_run_tokenizer(config, workdir)
     model_cfg = state_lib.model_config(config, tokenizer)
-    mesh = sharding.make_mesh(dict(config.mesh))
+    mesh = sharding.make_mesh(dict(config.mesh), devices)
     optimizer = opt_lib.make_optimizer(config)
     schedule = opt_lib.learning_rate_schedule(config)
     graphdef, abstract, init = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed)
@@ -139,7 +144,7 @@ def setup(config, workdir: str, *, with_data: bool = True) -> Run:
         data_iter = pipeline.make_train_iterator(
             [tuple(m) for m in config.data.mixture], data_dir=data_dir, tokenizer=tokenizer, spec=spec,
             batch_size=per_host, seed=config.seed, buckets=tuple(config.data.buckets),
-            worker_count=config.data.worker_count)
+            worker_count=config.data.worker_count, packing=config.data.packing)
     if checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore(state, data_iter)
         logging.info("resumed from step %d", int(state.step))
@@ -197,14 +202,17 @@ def _batch_flops(run: Run, batch: dict, counts: dict) -> float:
     return train_flops_per_step(counts, tokens, images, run.model_config.grid ** 2)
 
 
-def held_out_loss(run: Run, eval_step, dataset: str, split: str, limit: int) -> float:
+def held_out_loss(run: Run, eval_step, dataset: str, split: str, limit: int, state: TrainState | None = None,
+                  batch_size: int | None = None) -> float:
+    """Mean token loss of `state` (default: the run's) over a held-out split."""
+    state = run.state if state is None else state
     total = count = 0.0
-    batch_size = run.config.batch_size // jax.process_count()
+    batch_size = batch_size or run.config.batch_size // jax.process_count()
     for batch in pipeline.make_eval_batches(dataset, split, data_dir=os.path.expanduser(run.config.data.data_dir),
                                             tokenizer=run.tokenizer, spec=run.example_spec,
                                             batch_size=batch_size, buckets=tuple(run.config.data.buckets),
                                             limit=limit):
-        s, c = eval_step(run.state, pipeline.to_global(batch, run.mesh))
+        s, c = eval_step(state, pipeline.to_global(batch, run.mesh))
         total += float(s)
         count += float(c)
     return total / max(count, 1.0)
@@ -225,7 +233,6 @@ def train(run: Run) -> dict:
     guard = PreemptionGuard()
     step = int(run.state.step)
     last: dict = {}
-    history = []
     window_start, window_tokens, window_flops = time.time(), 0.0, 0.0
     try:
         with jax.set_mesh(run.mesh):
@@ -249,13 +256,13 @@ def train(run: Run) -> dict:
                             "mfu": window_flops / elapsed / (peak * jax.device_count())}
                     reporter.scalars(step, last)
                     reporter.progress(step, last)
-                    history.append({"step": step, **last})
+                    _append_history(run.workdir, {"step": step, **last})
                     window_start, window_tokens, window_flops = time.time(), 0.0, 0.0
                 if config.eval_every_steps and step % config.eval_every_steps == 0:
                     for name, split in config.data.eval:
                         value = held_out_loss(run, eval_step, name, split, config.data.eval_examples)
                         reporter.scalars(step, {f"eval/{name}/{split}/loss": value})
-                        history.append({"step": step, f"eval_loss": value})
+                        _append_history(run.workdir, {"step": step, "eval_loss": value})
                         logging.info("step %d held-out loss %s/%s: %.4f", step, name, split, value)
                 if step % run.checkpointer.every_steps == 0 or step == run.total_steps or guard.requested:
                     run.checkpointer.save(run.state, run.data_iter, seed=config.seed, force=True)
@@ -265,15 +272,12 @@ def train(run: Run) -> dict:
         guard.restore()
         run.checkpointer.wait()
         reporter.close()
-    _append_history(run.workdir, history)
     return last
 
 
-def _append_history(workdir: str, history: list[dict]) -> None:
-    """Metrics history as JSON lines (for the training-curve plot)."""
-    if jax.process_index() != 0 or not history:
+def _append_history(workdir: str, row: dict) -> None:
+    """One metrics row appended to WORKDIR/history.jsonl as it happens (for the curve plot)."""
+    if jax.process_index() != 0:
         return
-    import json
     with open(os.path.join(workdir, "history.jsonl"), "a") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
+        f.write(json.dumps(row) + "\n")

@@ -1,0 +1,200 @@
+"""The trainer: exact resume, sharding, freezing, config errors, preemption.
+
+Every run here is a small tiny-preset model on the tgg_shapes "tiny" build (64 train records).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import tiny
+from tgg_jax.convert.mapping import tgg_name
+from tgg_jax.train import trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from tgg_jax.data.builders.tgg_shapes import ensure_built
+    path = str(tmp_path_factory.mktemp("tfds"))
+    ensure_built(path, "tiny")
+    return path
+
+
+def small_config(data_dir, **overrides):
+    c = tiny.get_config()
+    c.model.hidden_size, c.model.intermediate_size, c.model.num_layers = 32, 64, 2
+    c.model.num_heads, c.model.num_kv_heads = 4, 2
+    c.model.vision_width, c.model.vision_layers, c.model.vision_heads = 32, 1, 2
+    c.model.image_size, c.model.object_pool = 56, 1  # 16 tokens per image and per object
+    c.data.data_dir = data_dir
+    c.data.mixture = (("tgg_shapes/tiny", "train", 1.0),)
+    c.data.eval = ()
+    c.data.max_length, c.data.buckets = 128, (128,)
+    c.batch_size, c.total_steps, c.log_every_steps = 8, 4, 1
+    c.checkpoint.every_steps, c.checkpoint.async_save = 2, False
+    c.eval_every_steps = 0
+    c.final_eval.enabled = False
+    for key, value in overrides.items():
+        target = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return c
+
+
+def params_of(run) -> dict[str, np.ndarray]:
+    state = nnx.merge_state(run.state.trainable, run.state.frozen)
+    return {tgg_name(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
+
+
+def losses(workdir) -> list[float]:
+    with open(os.path.join(workdir, "history.jsonl")) as f:
+        return [json.loads(line)["loss"] for line in f if '"loss"' in line]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_kill_is_exact(data_dir, tmp_path, monkeypatch):
+    straight = str(tmp_path / "straight")
+    run = trainer.setup(small_config(data_dir), straight)
+    trainer.train(run)
+    expected = params_of(run)
+
+    resumed = str(tmp_path / "resumed")
+    run = trainer.setup(small_config(data_dir), resumed)
+    to_global, calls = trainer.pipeline.to_global, []
+
+    def dies_on_third_batch(*args, **kwargs):  # the process dies during step 3
+        calls.append(1)
+        if len(calls) == 3:
+            raise Crash("killed")
+        return to_global(*args, **kwargs)
+    monkeypatch.setattr(trainer.pipeline, "to_global", dies_on_third_batch)
+    with pytest.raises(Crash):
+        trainer.train(run)
+    assert run.checkpointer.latest_step() == 2
+
+    monkeypatch.undo()
+    run = trainer.setup(small_config(data_dir), resumed)  # a new command in the same workdir
+    assert int(run.state.step) == 2
+    trainer.train(run)
+    got = params_of(run)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert losses(resumed) == losses(straight)
+
+
+def test_frozen_parameters_unchanged_and_without_optimizer_state(data_dir, tmp_path):
+    cfg = small_config(data_dir, total_steps=1, trainable=("projector\\..*",))
+    run = trainer.setup(cfg, str(tmp_path / "w"))
+    before = params_of(run)
+    trainer.train(run)
+    after = params_of(run)
+    changed = {n for n in before if not np.array_equal(before[n], after[n])}
+    assert changed and all(n.startswith("projector.") for n in changed)
+    opt_leaves = [tgg_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(run.state.opt_state)[0]]
+    param_leaves = [n for n in opt_leaves if "kernel" in n or "bias" in n or "scale" in n or "embedding" in n]
+    assert param_leaves and all("projector" in n for n in param_leaves)
+
+
+def test_sharded_step_equals_single_device(data_dir, tmp_path):
+    single = trainer.setup(small_config(data_dir, total_steps=1, **{"mesh.data": 1, "mesh.fsdp": 1,
+                                                                    "mesh.tensor": 1}),
+                           str(tmp_path / "one"), devices=jax.devices()[:1])
+    trainer.train(single)
+    sharded = trainer.setup(small_config(data_dir, total_steps=1, **{"mesh.data": 2, "mesh.fsdp": 2,
+                                                                     "mesh.tensor": 2}), str(tmp_path / "eight"))
+    assert sharded.mesh.devices.size == 8
+    trainer.train(sharded)
+    a, b = params_of(single), params_of(sharded)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=2e-6, rtol=1e-5, err_msg=name)
+    q = sharded.state.trainable["llm"]["layers"][0]["self_attn"]["q_proj"]["kernel"]
+    assert q.get_value().sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mesh.data": 3}, "does not fit the 8 devices"),
+    ({"batch_size": 6}, "not divisible by data x fsdp"),
+    ({"trainable": ("projektor\\..*",)}, "matches no parameter"),
+    ({"trainable": ("clip\\..*",)}, "vision towers are frozen"),
+    ({"data.mixture": ()}, "mixture is empty"),
+])
+def test_config_errors_are_clear_and_early(data_dir, tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        trainer.setup(small_config(data_dir, **overrides), str(tmp_path / "w"), with_data=False)
+
+
+def test_unknown_config_key_is_refused(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "tgg_jax.train.main", "--config", "configs/tiny.py",
+                          "--config.no_such_key=1", "--workdir", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "no_such_key" in out.stderr
+
+
+def _cli_args(data_dir, workdir, steps):
+    return [sys.executable, "-m", "tgg_jax.train.main", "--config", "configs/tiny.py", "--workdir", workdir,
+            "--config.data.data_dir", data_dir, "--config.data.mixture", "(('tgg_shapes/tiny','train',1.0),)",
+            "--config.data.eval", "()", "--config.final_eval.enabled=False",
+            f"--config.total_steps={steps}", "--config.batch_size=8", "--config.log_every_steps=1",
+            "--config.checkpoint.every_steps=1000", "--config.model.hidden_size=32",
+            "--config.model.intermediate_size=64", "--config.model.num_layers=2",
+            "--config.model.vision_width=32", "--config.model.vision_layers=1", "--config.model.vision_heads=2",
+            "--config.model.image_size=56", "--config.model.object_pool=1",
+            "--config.data.max_length=128", "--config.data.buckets=(128,)"]
+
+
+def test_sigterm_saves_a_checkpoint_that_restores(data_dir, tmp_path):
+    workdir = str(tmp_path / "w")
+    proc = subprocess.Popen(_cli_args(data_dir, workdir, 10_000), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until training runs
+        lines.append(line)
+        if line.startswith("[step 2/"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    run = trainer.setup(small_config(data_dir, total_steps=10_000), workdir, with_data=False)
+    assert run.checkpointer.latest_step() >= 2
+    assert int(run.state.step) == run.checkpointer.latest_step()
+
+
+@pytest.mark.slow
+def test_two_processes_train_checkpoint_and_resume(data_dir, tmp_path):
+    import portpicker
+    workdir = str(tmp_path / "w")
+
+    def launch(steps):
+        port = portpicker.pick_unused_port()
+        procs = [subprocess.Popen(_cli_args(data_dir, workdir, steps) + [
+            f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}",
+            "--cpu_devices=2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(2)]
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+        for p, out in zip(procs, outs):
+            assert p.returncode == 0, out
+        return outs
+
+    launch(2)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "2", "data_iter"))) == [
+        "process_0-of-2.json", "process_1-of-2.json"]
+    outs = launch(4)
+    assert "[step 4/4" in outs[0]
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
