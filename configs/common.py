@@ -6,6 +6,7 @@ Run:  tgg-train --config configs/stage2.py:3b --workdir DIR [--config.lr=1e-5 ..
 import ml_collections
 
 LLM_AND_PROJECTOR = ("projector\\..*", "llm\\..*")
+EVERYTHING = ("projector\\..*", "llm\\..*", "clip\\..*", "dinov2\\..*")
 PROJECTOR_ONLY = ("projector\\..*",)
 
 # Per-device batch of SPEC §3 is for 8 GPUs; the configs give the global batch.
@@ -32,6 +33,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.vision_heads = 4
     c.model.patch_size = 14
     c.model.image_size = 336
+    c.model.freeze_towers = True       # tiny only: False trains its from-scratch towers
 
     c.init_from = ""                   # previous stage's checkpoint (or tgg-convert import-hf output)
     c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train

@@ -32,6 +32,9 @@ class TGGConfig:
     select_feature: str = "patch"     # drop the class token
     fusion: str = "channel"           # "channel": [P, Dc+Dd]; "token": [2P, D]
     object_pool: int = 1              # k x k average pool of object features (2 -> 144 tokens)
+    # SPEC §1 freezes the pretrained towers. Only a model trained from scratch (the tiny CPU
+    # default, which has no pretrained towers to start from) sets this to False.
+    freeze_towers: bool = True
     image_token_id: int = IMAGE_TOKEN_ID
     object_token_id: int = OBJECT_TOKEN_ID
 
@@ -145,7 +148,7 @@ class TinyGroundingGPT(nnx.Module):
                                  select_feature=self.config.select_feature)
         fused = jnp.concatenate([c, d], axis=-1 if self.config.fusion == "channel" else 1)
         # The towers are frozen in every stage (SPEC §1): no gradient flows into them.
-        return jax.lax.stop_gradient(fused)
+        return jax.lax.stop_gradient(fused) if self.config.freeze_towers else fused
 
     def _pool_objects(self, feats: jax.Array) -> jax.Array:
         """k x k average pool of object features on the patch grid: [N, P, C] -> [N, P/k², C]."""

@@ -18,8 +18,7 @@ from tgg_jax.data import pipeline
 from tgg_jax.evals import shapes as shapes_eval
 from tgg_jax.inference import answer, prompt_inputs
 from tgg_jax.models.tgg import TinyGroundingGPT
-from tgg_jax.train.step import make_eval_step
-from tgg_jax.train.trainer import held_out_loss
+from tgg_jax.train.trainer import compiled_steps, held_out_loss
 from tgg_jax.visualize import draw_boxes, plot_history
 
 
@@ -54,7 +53,7 @@ def evaluate_run(run) -> dict:
     records = load_records(fe.dataset, fe.split, data_dir, fe.examples)
     trained = nnx.merge(run.graphdef, run.state.trainable, run.state.frozen)
     untrained = TinyGroundingGPT(run.model_config, rngs=nnx.Rngs(config.seed))
-    eval_step = jax.jit(make_eval_step(run.graphdef, config.loss_chunk))
+    _, eval_step = compiled_steps(run)
 
     def heldout(model) -> float:
         return held_out_loss(run, eval_step, fe.dataset, fe.split, fe.examples,

@@ -31,14 +31,15 @@ def trainable_filter(patterns: Sequence[str]):
     return is_trainable
 
 
-def check_patterns(patterns: Sequence[str], names: Sequence[str]) -> None:
-    """Every pattern must match some parameter; a typo must not silently freeze the model."""
+def check_patterns(patterns: Sequence[str], names: Sequence[str], towers_frozen: bool = True) -> None:
+    """Every pattern must match some parameter; a typo must not silently freeze the model; the
+    towers train only in a model built with freeze_towers=False."""
     for p in patterns:
         if not any(re.fullmatch(p, n) for n in names):
             raise ValueError(f"config.trainable pattern {p!r} matches no parameter "
                              f"(names look like {names[:3]} ...)")
     for n in names:
-        if re.match(r"(clip|dinov2)\.", n) and any(re.fullmatch(p, n) for p in patterns):
+        if towers_frozen and re.match(r"(clip|dinov2)\.", n) and any(re.fullmatch(p, n) for p in patterns):
             raise ValueError(f"config.trainable selects {n}: the vision towers are frozen in every stage")
 
 

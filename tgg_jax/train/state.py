@@ -37,7 +37,7 @@ def model_config(config, tokenizer) -> TGGConfig:
             dinov2=dinov2.Dinov2Config(hidden_size=m.vision_width, mlp_ratio=2, num_layers=m.vision_layers,
                                        num_heads=m.vision_heads, patch_size=m.patch_size,
                                        image_size=m.image_size),
-            object_pool=m.object_pool, image_token_id=tokenizer.image_id,
+            object_pool=m.object_pool, freeze_towers=m.freeze_towers, image_token_id=tokenizer.image_id,
             object_token_id=tokenizer.object_id)
     elif m.preset in PRESETS:
         cfg = PRESETS[m.preset]().replace(object_pool=m.object_pool)
@@ -64,7 +64,7 @@ def create_state(model_cfg: TGGConfig, optimizer: optax.GradientTransformation, 
     abstract_model = nnx.eval_shape(lambda: TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(seed)))
     graphdef, trainable, frozen = nnx.split(abstract_model, is_trainable, ...)
     names = [tgg_name(p) for p, _ in nnx.to_flat_state(nnx.state(abstract_model, nnx.Param))]
-    check_patterns(trainable_patterns, names)
+    check_patterns(trainable_patterns, names, towers_frozen=model_cfg.freeze_towers)
     abstract = jax.eval_shape(init)
     return graphdef, abstract, init
 

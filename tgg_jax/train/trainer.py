@@ -84,6 +84,7 @@ class Run:
     data_iter: object
     total_steps: int
     example_spec: pipeline.ExampleSpec
+    jitted: dict = dataclasses.field(default_factory=dict)
 
 
 def load_run_tokenizer(config, workdir: str):
@@ -218,15 +219,23 @@ def held_out_loss(run: Run, eval_step, dataset: str, split: str, limit: int, sta
     return total / max(count, 1.0)
 
 
-def train(run: Run) -> dict:
-    """Run to config.total_steps (or until preempted). Returns the last logged metrics."""
+def compiled_steps(run: Run):
+    """The jitted (train_step, eval_step) of a run, built once and reused by every train() call."""
+    if "train" not in run.jitted:
+        config = run.config
+        train_step = make_train_step(run.graphdef, run.optimizer, run.schedule,
+                                     grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk)
+        run.jitted["train"] = jax.jit(train_step, in_shardings=(run.shardings, None),
+                                      out_shardings=(run.shardings, None), donate_argnums=0)
+        run.jitted["eval"] = jax.jit(make_eval_step(run.graphdef, config.loss_chunk))
+    return run.jitted["train"], run.jitted["eval"]
+
+
+def train(run: Run, until_step: int | None = None) -> dict:
+    """Run to config.total_steps, or to `until_step` (benchmarks evaluate along the way), or
+    until preempted. Returns the last logged metrics."""
     config = run.config
-    train_step = make_train_step(run.graphdef, run.optimizer, run.schedule,
-                                 grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk)
-    with jax.set_mesh(run.mesh):
-        jit_step = jax.jit(train_step, in_shardings=(run.shardings, None), out_shardings=(run.shardings, None),
-                           donate_argnums=0)
-        eval_step = jax.jit(make_eval_step(run.graphdef, config.loss_chunk))
+    jit_step, eval_step = compiled_steps(run)
     reporter = Reporter(run.workdir, run.total_steps)
     counts = count_params(run.model_config)
     peak = peak_flops_per_device(config.peak_flops_per_device)
@@ -236,7 +245,8 @@ def train(run: Run) -> dict:
     window_start, window_tokens, window_flops = time.time(), 0.0, 0.0
     try:
         with jax.set_mesh(run.mesh):
-            while step < run.total_steps:
+            stop = run.total_steps if until_step is None else min(until_step, run.total_steps)
+            while step < stop:
                 batch = next(run.data_iter)
                 flops = _batch_flops(run, batch, counts)
                 new_state, metrics = jit_step(run.state, pipeline.to_global(batch, run.mesh))
