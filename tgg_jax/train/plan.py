@@ -4,7 +4,6 @@ is booked."""
 
 from __future__ import annotations
 
-import dataclasses
 import types
 
 import jax
@@ -76,4 +75,4 @@ def compile_only(config) -> dict:
             "remat_policy": config.model.remat_policy, "trainable": list(config.trainable),
             **{k.replace("_size_in_bytes", "_gib"): round(v / gib, 3) for k, v in sizes.items()},
             "peak_per_device_gib": round(peak / gib, 3),
-            "model": dataclasses.asdict(model_cfg.llm)}
+            "llm": f"{model_cfg.llm.num_layers} x {model_cfg.llm.hidden_size}, dtype {model_cfg.llm.dtype}"}

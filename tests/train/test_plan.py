@@ -1,0 +1,32 @@
+"""`tgg-train --compile_only`: the step compiles from shapes alone and reports memory that grows
+with what the step holds."""
+
+import pytest
+
+from configs import stage2, tiny
+from tgg_jax.train.plan import compile_only
+
+
+def small(config):
+    c = config
+    c.model.hidden_size, c.model.intermediate_size, c.model.num_layers = 32, 64, 2
+    c.model.vision_width, c.model.vision_layers, c.model.vision_heads = 32, 1, 2
+    c.model.image_size, c.model.object_pool = 56, 1
+    c.data.max_length, c.data.buckets, c.batch_size = 128, (128,), 8
+    return c
+
+
+def test_compile_only_reports_per_device_memory():
+    report = compile_only(small(tiny.get_config()))
+    assert report["devices"] == 8 and report["mesh"]["data"] == 8
+    assert report["peak_per_device_gib"] > 0
+    bigger = small(tiny.get_config())
+    bigger.batch_size = 64
+    assert compile_only(bigger)["temp_gib"] > report["temp_gib"]  # activations grow with the batch
+
+
+def test_real_config_validates_before_compiling():
+    c = stage2.get_config("7b")
+    c.batch_size = 12  # not divisible by the 8 devices of the default mesh
+    with pytest.raises(ValueError, match="not divisible"):
+        compile_only(c)
