@@ -420,7 +420,7 @@ def test_tgg_shapes_build_is_deterministic(tmp_path):
 
 def test_tgg_shapes_ensure_built_and_tokenizer_corpus(tmp_path):
     builder = tgg_shapes.ensure_built(tmp_path, config="tiny")
-    info = tmp_path / "tgg_shapes" / "tiny" / "1.0.0" / "dataset_info.json"
+    info = tmp_path / "tgg_shapes" / "tiny" / str(tgg_shapes.TggShapes.VERSION) / "dataset_info.json"
     stamp = info.stat().st_mtime_ns
     again = tgg_shapes.ensure_built(tmp_path, config="tiny")
     assert info.stat().st_mtime_ns == stamp  # not rebuilt

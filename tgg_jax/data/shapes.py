@@ -11,7 +11,7 @@ Tasks (one conversation per record; eval records are single-turn, some train rec
 
 - ``rec``: "Output the coordinate of {expression}." -> "[x1, y1, x2, y2]" (padded-square box).
 - ``caption``: "Describe the region [x1, y1, x2, y2]." -> "a small red circle".
-- ``object``: "Which shape is shown in <object>?" -> "a large blue square", or
+- ``object``: "Which shape is shown in <object>?" -> "a blue square" (a zoomed crop shows no size), or
   x
 - ``yesno``: "Is there a green triangle in the image?\\nAnswer the question using a single word or
   phrase." -> "Yes" / "No", exactly balanced; half of the negatives are hard (a kind that is in
@@ -23,7 +23,7 @@ Chance levels, for reading evaluation numbers:
   2000 validation records); picking one of the scene's shapes at random scores
   1 / E[#shapes] ~ 0.33 (E[#shapes] ~ 3.5), so a model above ~0.33 reads the expression rather
   than only finding shapes.
-- caption and "which shape" (exact match): 1 / 90 over kind × colour × size (1/5 for kind alone).
+- caption (exact match): 1 / 90 over kind × colour × size; "which shape": 1 / 30 over kind × colour.
 - "where is <object>" (acc@IoU 0.5): as rec, ~0.33 when guessing among the scene's shapes.
 - yesno (accuracy): 0.5; always answering "Yes" or "No" scores exactly 0.5.
 """
@@ -281,7 +281,10 @@ def make_turn(scene: Scene, task: str, rng: np.random.Generator, positive: bool 
         return Turn(task, question, f"a {shape.name}", shape)
     if task == "object":
         if rng.random() < 0.5:
-            return Turn(task, "Which shape is shown in <object>?", f"a {shape.name}", shape, True)
+            # A zoomed crop shows colour and kind but not size, so the answer names only those.
+            article = "an" if shape.color[0] in "aeiou" else "a"
+            return Turn(task, "Which shape is shown in <object>?", f"{article} {shape.color} {shape.kind}",
+                        shape, True)
         return Turn(task, "Where is <object> in the image?", _box_text(scene, shape), shape, True)
     raise ValueError(f"unknown tgg_shapes task {task!r}; expected one of {TASKS}")
 

@@ -34,6 +34,9 @@ class TggShapes(common.RawDataBuilder):
 
     name = "tgg_shapes"
     NEEDS_RAW = False
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "'Which shape is shown in <object>?' answers colour and kind only."}
     BUILDER_CONFIGS = [
         TggShapesConfig(name="default", description="20000 / 500 / 500 records"),
         TggShapesConfig(name="small", train_size=2000, validation_size=200, test_size=200,
