@@ -37,10 +37,11 @@ stop_all() {
     kill "-$signal" "$pid" 2>/dev/null
   done
 }
-# Ctrl-C / scancel on this script reaches every process (SIGTERM makes tgg-train checkpoint).
+# Ctrl-C or SIGTERM to this script reaches every process (SIGTERM makes tgg-train checkpoint).
 trap 'stop_all TERM' INT TERM
 
-echo "local_multiprocess: $NUM_PROCESSES x $MODULE, coordinator 127.0.0.1:$PORT, logs of processes 1..$((NUM_PROCESSES - 1)) in $LOG_DIR" >&2
+echo "local_multiprocess: $NUM_PROCESSES x $MODULE, coordinator 127.0.0.1:$PORT," \
+  "logs of processes 1..$((NUM_PROCESSES - 1)) in $LOG_DIR" >&2
 for ((i = 0; i < NUM_PROCESSES; i++)); do
   flags=(--coordinator_address="127.0.0.1:$PORT" --num_processes="$NUM_PROCESSES" --process_id="$i")
   if ((i == 0)); then

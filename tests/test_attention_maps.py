@@ -69,7 +69,8 @@ def test_last_layer_attention_equals_hf_eager(hf_and_model, tokenizer):
     stray = np.isin(ids, [tokenizer.image_id, tokenizer.object_id])
     ids = np.where(stray, 7, ids)  # ordinary tokens that would read as our placeholders
     assert 7 not in (tokenizer.image_id, tokenizer.object_id)
-    ours = np.where(ids == ref.IMAGE_ID, tokenizer.image_id, np.where(ids == ref.OBJECT_ID, tokenizer.object_id, ids))
+    ours = np.where(ids == ref.IMAGE_ID, tokenizer.image_id,
+                    np.where(ids == ref.OBJECT_ID, tokenizer.object_id, ids))
     got = np.asarray(attention_maps.last_layer_attention(model, ours, images, objects))
     expected = hf_last_layer_attention(parts, ids, images, objects)
     assert got.shape == expected.shape == (2, 4, 48, 48)

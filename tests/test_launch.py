@@ -110,7 +110,8 @@ def test_sbatch_xla_flags_are_known_to_xla(bin_dir):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_tpu_script_runs_the_stage_on_every_worker(bin_dir, tmp_path, stage):
-    out = subprocess.run(["bash", os.path.join(LAUNCH, "tpu_vm.sh"), "train", "--config.data.mixture=(('a','b',1.0),)"],
+    mixture = "--config.data.mixture=(('a','b',1.0),)"  # quotes, commas and parentheses survive ssh
+    out = subprocess.run(["bash", os.path.join(LAUNCH, "tpu_vm.sh"), "train", mixture],
                          env=with_path(bin_dir, TPU_NAME="tgg-v5p-64", ZONE="europe-west4-b", STAGE=stage,
                                        SIZE="7b", WORKDIR="/mnt/runs/x y"), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -125,7 +126,7 @@ def test_tpu_script_runs_the_stage_on_every_worker(bin_dir, tmp_path, stage):
     cwd, coordinator, *command = recorded_argv(bin_dir / "remote.argv")
     assert cwd == str(home / "tgg-jax") and coordinator == "10.1.2.3:8476"
     check_train_command(command, stage, "7b", "/mnt/runs/x y")
-    assert command[-1] == "--config.data.mixture=(('a','b',1.0),)"
+    assert command[-1] == mixture
 
 
 def test_tpu_script_eval(bin_dir, tmp_path):
@@ -160,9 +161,10 @@ def fake_python(tmp_path):
 
 
 def test_local_launcher_starts_n_processes_with_one_coordinator(fake_python, tmp_path):
-    env = {**os.environ, "PYTHON": fake_python, "RECORD": str(tmp_path / "record"), "LOG_DIR": str(tmp_path / "logs")}
-    out = subprocess.run(["bash", os.path.join(LAUNCH, "local_multiprocess.sh"), "3", "--config", "configs/tiny.py",
-                          "--workdir", "w d"], env=env, capture_output=True, text=True, timeout=60)
+    env = {**os.environ, "PYTHON": fake_python, "RECORD": str(tmp_path / "record"),
+           "LOG_DIR": str(tmp_path / "logs")}
+    out = subprocess.run(["bash", os.path.join(LAUNCH, "local_multiprocess.sh"), "3", "--config",
+                          "configs/tiny.py", "--workdir", "w d"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     argvs = [recorded_argv(tmp_path / "record" / f"{i}.argv") for i in range(3)]
     coordinators = {a[6] for a in argvs}
@@ -233,7 +235,7 @@ def test_two_processes_train_the_tiny_model(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_resume_from_the_checkpoint(data_dir, tmp_path):
+def test_two_processes_resume_from_the_checkpoint_then_evaluate_sharded(data_dir, tmp_path):
     workdir = str(tmp_path / "w")
     first = launch_two(data_dir, workdir, 2, str(tmp_path / "logs1"))
     assert "[step 2/2" in first
@@ -241,3 +243,16 @@ def test_two_processes_resume_from_the_checkpoint(data_dir, tmp_path):
     assert "resumed from step 2" in again
     assert "[step 3/4" in again and "[step 4/4" in again and "[step 1/4" not in again
     assert sorted(d for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == ["2", "4"]
+    # tgg-eval through the same launcher: each process answers its half of the split.
+    evaldir = str(tmp_path / "eval")
+    out = subprocess.run(["bash", os.path.join(LAUNCH, "local_multiprocess.sh"), "2", "--config",
+                          "configs/eval/shapes.py:tiny", "--checkpoint", os.path.join(workdir, "checkpoints", "4"),
+                          "--workdir", evaldir, "--config.data_dir", data_dir, "--config.limit=8",
+                          "--config.max_new_tokens=4", "--cpu_devices=1"], cwd=REPO, capture_output=True,
+                         text=True, env={**os.environ, "MODULE": "tgg_jax.evals.main", "LOG_DIR": str(tmp_path / "logs3"),
+                              "PYTHON": sys.executable}, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    lines = {name: len(open(os.path.join(evaldir, "predictions", name)).readlines())
+             for name in ("test.jsonl", "test.process_0.jsonl", "test.process_1.jsonl")}
+    assert lines == {"test.jsonl": 8, "test.process_0.jsonl": 4, "test.process_1.jsonl": 4}
+    assert os.path.isfile(os.path.join(evaldir, "metrics.json"))

@@ -60,10 +60,12 @@ def save_params(path: str, params: dict, config: TGGConfig) -> None:
 
 def params_target(config: TGGConfig, shardings=None):
     """Abstract pure-dict target for restoring; with `shardings` (same tree) the arrays land
-    sharded on the mesh, without them as host numpy arrays."""
+    sharded on the mesh, without them whole on this process's first device (whatever topology
+    wrote the checkpoint)."""
     state = nnx.state(abstract_model(config), nnx.Param).to_pure_dict()
     if shardings is None:
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), state)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 

@@ -174,6 +174,11 @@ def test_record_answers_agree_with_the_scene(validation):
                 assert answer == f"{article} {target.color} {target.kind}"
             else:
                 assert _iou(coords.square_to_pixel(coords.parse_first_box(answer), w, h), gt) > 0.9
+        elif record["task"] == "describe":  # every shape once, left to right, by its full name
+            assert question == "Describe the image briefly."
+            names = re.split(r", | and ", answer[0].lower() + answer[1:-1])
+            ordered = sorted(scene.shapes, key=lambda s: s.box[0])
+            assert names == [f"a {s.size} {s.color} {s.kind}" for s in ordered]
         else:
             assert record["task"] == "yesno"
             m = re.fullmatch(r"Is there an? (\w+) (\w+) in the image\?\n"
@@ -196,7 +201,7 @@ def test_yesno_balanced_with_hard_negatives(validation):
 
 def test_tasks_balanced_and_eval_single_turn(validation):
     tasks = collections.Counter(r["task"] for r in validation)
-    assert tasks == {t: N // 4 for t in shapes.TASKS}
+    assert tasks == {t: N // len(shapes.TASKS) for t in shapes.TASKS}
     assert all(len(r["conversations"]) == 2 for r in validation)
     train = [shapes.make_record(SEED, "train", i, multi_turn=0.25) for i in range(80)]
     multi = [r for r in train if len(r["conversations"]) > 2]

@@ -11,11 +11,13 @@ Tasks (one conversation per record; eval records are single-turn, some train rec
 
 - ``rec``: "Output the coordinate of {expression}." -> "[x1, y1, x2, y2]" (padded-square box).
 - ``caption``: "Describe the region [x1, y1, x2, y2]." -> "a small red circle".
-- ``object``: "Which shape is shown in <object>?" -> "a blue square" (a zoomed crop shows no size), or
-  x
+- ``object``: "Which shape is shown in <object>?" -> "a blue square" (a zoomed crop shows no size),
+  or "Where is <object> in the image?" -> the box; the record's `objects` holds the box in pixels.
 - ``yesno``: "Is there a green triangle in the image?\\nAnswer the question using a single word or
   phrase." -> "Yes" / "No", exactly balanced; half of the negatives are hard (a kind that is in
   the scene, in a colour it does not have there).
+- ``describe``: "Describe the image briefly." -> "A small red circle, a large blue square and a
+  medium green star." (every shape, left to right: the image-level caption data of stage 1).
 
 Chance levels, for reading evaluation numbers:
 
@@ -52,7 +54,7 @@ COLORS = {
 SIZES = {"small": (16, 20), "medium": (30, 36), "large": (50, 58)}
 BACKGROUNDS = ("noise", "stripes", "gradient", "checkers")
 _LEVELS = 256 - len(COLORS)  # palette entries for background blends; the rest are shape colours
-TASKS = ("rec", "caption", "object", "yesno")
+TASKS = ("rec", "caption", "object", "yesno", "describe")
 SPLITS = ("train", "validation", "test")
 
 SIDE_RANGE = (160, 224)
@@ -231,6 +233,14 @@ def referring_expressions(scene: Scene) -> list[str]:
     return expressions
 
 
+def describe(scene: Scene) -> str:
+    """Every shape, left to right: 'A small red circle, a large blue square and a green star.'
+    The image-level caption (the paper's stage-1 alignment data) names what each region holds."""
+    names = [f"a {s.name}" for s in sorted(scene.shapes, key=lambda s: (s.box[0], s.box[1]))]
+    text = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return text[0].upper() + text[1:] + "."
+
+
 def _box_text(scene: Scene, shape: Shape) -> str:
     return coords.format_box(coords.pixel_to_square(shape.box, scene.width, scene.height))
 
@@ -286,6 +296,8 @@ def make_turn(scene: Scene, task: str, rng: np.random.Generator, positive: bool 
             return Turn(task, "Which shape is shown in <object>?", f"{article} {shape.color} {shape.kind}",
                         shape, True)
         return Turn(task, "Where is <object> in the image?", _box_text(scene, shape), shape, True)
+    if task == "describe":
+        return Turn(task, "Describe the image briefly.", describe(scene))
     raise ValueError(f"unknown tgg_shapes task {task!r}; expected one of {TASKS}")
 
 

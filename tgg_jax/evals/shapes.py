@@ -22,7 +22,7 @@ def _is_box_question(record: dict) -> bool:
 
 def score(records: Sequence[dict], answers: Sequence[str]) -> dict[str, float]:
     """records: task, question, answer, gt_box (pixels), width, height; answers: model outputs."""
-    ious, where, which, caption, yesno = [], [], [], [], []
+    ious, where, which, caption, yesno, describe = [], [], [], [], [], []
     for r, a in zip(records, answers, strict=True):
         if _is_box_question(r):
             box = predicted_pixel_box(a, int(r["width"]), int(r["height"]))
@@ -32,6 +32,8 @@ def score(records: Sequence[dict], answers: Sequence[str]) -> dict[str, float]:
             which.append(_norm(a) == _norm(r["answer"]))
         elif r["task"] == "caption":
             caption.append(_norm(a) == _norm(r["answer"]))
+        elif r["task"] == "describe":
+            describe.append(_norm(a) == _norm(r["answer"]))
         elif r["task"] == "yesno":
             # Strict: an answer must be exactly yes or no, so babble earns no free 50 %.
             yesno.append(_norm(a) == _norm(r["answer"]))
@@ -47,6 +49,8 @@ def score(records: Sequence[dict], answers: Sequence[str]) -> dict[str, float]:
         out["caption/exact"] = float(np.mean(caption))
     if yesno:
         out["yesno/accuracy"] = float(np.mean(yesno))
+    if describe:
+        out["describe/exact"] = float(np.mean(describe))
     return out
 
 

@@ -183,15 +183,26 @@ def ensure_builtin_data(config, data_dir: str) -> None:
 
 
 class PreemptionGuard:
-    """SIGTERM (preemption) sets a flag; the loop saves a checkpoint and exits 0 at the next step."""
+    """SIGTERM (preemption) sets a flag; the loop saves a checkpoint and exits 0 at the next step.
+
+    With several processes the flag is agreed on every step (any process signalled -> all stop
+    at the same step), so the joint checkpoint save never waits on a process still training.
+    """
 
     def __init__(self):
-        self.requested = False
+        self._signalled = False
         self._previous = signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
         logging.warning("SIGTERM received: saving a checkpoint and exiting")
-        self.requested = True
+        self._signalled = True
+
+    @property
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self._signalled
+        from jax.experimental import multihost_utils
+        return bool(np.max(multihost_utils.process_allgather(np.int32(self._signalled))))
 
     def restore(self):
         signal.signal(signal.SIGTERM, self._previous)
@@ -274,9 +285,10 @@ def train(run: Run, until_step: int | None = None) -> dict:
                         reporter.scalars(step, {f"eval/{name}/{split}/loss": value})
                         _append_history(run.workdir, {"step": step, "eval_loss": value})
                         logging.info("step %d held-out loss %s/%s: %.4f", step, name, split, value)
-                if step % run.checkpointer.every_steps == 0 or step == run.total_steps or guard.requested:
+                preempted = guard.requested
+                if step % run.checkpointer.every_steps == 0 or step == run.total_steps or preempted:
                     run.checkpointer.save(run.state, run.data_iter, seed=config.seed, force=True)
-                if guard.requested:
+                if preempted:
                     break
     finally:
         guard.restore()

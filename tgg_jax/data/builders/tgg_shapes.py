@@ -36,7 +36,8 @@ class TggShapes(common.RawDataBuilder):
     NEEDS_RAW = False
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
-                     "1.1.0": "'Which shape is shown in <object>?' answers colour and kind only."}
+                     "1.1.0": "'Which shape is shown in <object>?' answers colour and kind only; "
+                              "new task 'describe' (image-level caption)."}
     BUILDER_CONFIGS = [
         TggShapesConfig(name="default", description="20000 / 500 / 500 records"),
         TggShapesConfig(name="small", train_size=2000, validation_size=200, test_size=200,
