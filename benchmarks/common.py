@@ -104,6 +104,14 @@ def batch(size: Size, config, seed: int = 0) -> dict:
             "objects": rng.integers(0, 256, (size.batch, 1, s, s, 3)).astype(np.uint8)}
 
 
+def train_batch(b: dict) -> dict:
+    """`batch` plus what a training step reads: positions, one segment, next-token targets."""
+    n, t = b["input_ids"].shape
+    return {**b, "positions": np.tile(np.arange(t, dtype=np.int32), (n, 1)),
+            "segment_ids": np.ones_like(b["input_ids"]), "targets": np.roll(b["input_ids"], -1, axis=1),
+            "target_mask": np.ones_like(b["input_ids"], bool)}
+
+
 def timeit(fn, *, warmup: int = 2, repeats: int = 5) -> float:
     """Median seconds of fn() (fn must block until its result is ready)."""
     for _ in range(warmup):

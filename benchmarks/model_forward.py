@@ -16,12 +16,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.common import SIZES, batch, load_both, timeit  # noqa: E402
+from benchmarks.common import SIZES, batch, load_both, timeit, train_batch  # noqa: E402
 from tgg_jax.train.optimizer import trainable_filter  # noqa: E402
 from tgg_jax.train.step import loss_sum_and_count  # noqa: E402
 
@@ -38,10 +37,7 @@ def main() -> None:
     model, reference, config = load_both(size, args.dtype)
     b = batch(size, config)
     t = b["input_ids"].shape[1]
-    jb = {**b, "positions": np.tile(np.arange(t, dtype=np.int32), (size.batch, 1)),
-          "segment_ids": np.ones_like(b["input_ids"]),
-          "targets": np.roll(b["input_ids"], -1, axis=1), "target_mask": np.ones_like(b["input_ids"], bool)}
-    jb = jax.device_put(jb)
+    jb = jax.device_put(train_batch(b))
 
     graphdef, trainable, frozen = nnx.split(model, trainable_filter(TRAINABLE), ...)
 

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.common import SIZES, batch, load_both, timeit  # noqa: E402
+from benchmarks.common import SIZES, batch, load_both, timeit, train_batch  # noqa: E402
 from tgg_jax.models.tgg import count_params  # noqa: E402
 from tgg_jax.train import optimizer as opt_lib  # noqa: E402
 from tgg_jax.train.metrics import peak_flops_per_device, train_flops_per_step  # noqa: E402
@@ -44,10 +44,7 @@ def main() -> None:
     model, reference, config = load_both(size, args.dtype)
     b = batch(size, config)
     n, t = b["input_ids"].shape
-    jb = jax.device_put({**b, "positions": np.tile(np.arange(t, dtype=np.int32), (n, 1)),
-                         "segment_ids": np.ones_like(b["input_ids"]),
-                         "targets": np.roll(b["input_ids"], -1, axis=1),
-                         "target_mask": np.ones_like(b["input_ids"], bool)})
+    jb = jax.device_put(train_batch(b))
 
     optimizer = opt_lib.make_optimizer(HYPER)
     graphdef, trainable, frozen = nnx.split(model, opt_lib.trainable_filter(TRAINABLE), ...)
@@ -67,7 +64,7 @@ def main() -> None:
     torch_opt = torch.optim.AdamW(params, lr=HYPER.lr, betas=(HYPER.adam_b1, HYPER.adam_b2),
                                   eps=HYPER.adam_eps, weight_decay=HYPER.weight_decay)
     ids = torch.from_numpy(b["input_ids"].astype(np.int64))
-    targets = torch.from_numpy(np.roll(b["input_ids"], -1, axis=1).astype(np.int64))
+    targets = torch.from_numpy(np.asarray(jb["targets"]).astype(np.int64))
 
     def torch_step():
         torch_opt.zero_grad(set_to_none=True)

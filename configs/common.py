@@ -93,3 +93,20 @@ def size_arg(arg: str) -> str:
     if arg not in ("1.5b", "3b", "7b"):
         raise ValueError(f"config argument must be one of 1.5b, 3b, 7b; got {arg!r}")
     return arg
+
+
+def stage_config(size: str, *, init_from: str, mixture, num_examples: int, lr: float,
+                 batch_per_device: int = 32, epochs: float = 1.0,
+                 trainable=LLM_AND_PROJECTOR) -> ml_collections.ConfigDict:
+    """One training stage of SPEC §3 for a model size; the stage files differ only in these."""
+    c = get_base_config()
+    c.model.preset = size_arg(size)
+    c.init_from = init_from
+    c.trainable = trainable
+    c.data.tokenizer = f"hf/Qwen2.5-{size.upper()}"
+    c.data.mixture = mixture
+    c.data.num_examples = num_examples
+    c.lr = lr
+    c.batch_size = batch_per_device * GPUS_IN_RECIPE
+    c.epochs = epochs
+    return c

@@ -121,8 +121,13 @@ class Vqav2Evaluator(Evaluator):
         return scores
 
     def submission(self, predictions):
-        """The EvalAI upload: [{"question_id", "answer"}], answers normalised. (A test-dev upload
-        must list every test2015 question; the runner fills the rest with "".)"""
+        """The EvalAI upload: [{"question_id": int, "answer"}], answers normalised. (EvalAI wants
+        every test2015 question in a test-dev upload; that fill-in is not done here.)"""
         return ("vqav2_answers.json",
-                [{"question_id": field(p, "id", self.name),
+                [{"question_id": _question_id(field(p, "id", self.name)),
                   "answer": normalize_answer(field(p, "answer", self.name))} for p in predictions])
+
+
+def _question_id(value):
+    """Records store ids as text; EvalAI expects VQA question ids as integers."""
+    return int(value) if str(value).isdigit() else value

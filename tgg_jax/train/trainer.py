@@ -15,10 +15,8 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from tgg_jax import sharding
 from tgg_jax.data import pipeline

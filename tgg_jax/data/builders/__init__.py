@@ -14,15 +14,23 @@ from etils import epath
 
 from tgg_jax.data.builders.common import RawDataBuilder, Skip, decode_record, record_features
 from tgg_jax.data.builders.flickr30k_entities import Flickr30kEntities
+from tgg_jax.data.builders.gqa import Gqa
+from tgg_jax.data.builders.llava_bench import LlavaBench
 from tgg_jax.data.builders.llava_conversations import LlavaConversations
+from tgg_jax.data.builders.mmbench import Mmbench
+from tgg_jax.data.builders.mme import Mme
 from tgg_jax.data.builders.pope import Pope
 from tgg_jax.data.builders.refcoco import RefCoco
+from tgg_jax.data.builders.scienceqa import Scienceqa
 from tgg_jax.data.builders.tgg_shapes import TggShapes
 from tgg_jax.data.builders.visual_genome import VisualGenome
+from tgg_jax.data.builders.vqav2 import Vqav2
 
 BUILDERS: dict[str, type[RawDataBuilder]] = {
     cls.name: cls
-    for cls in (LlavaConversations, RefCoco, VisualGenome, Flickr30kEntities, Pope, TggShapes)
+    for cls in (LlavaConversations, RefCoco, VisualGenome, Flickr30kEntities, Pope, TggShapes,
+                # Evaluation benchmarks (SPEC §4).
+                Vqav2, Gqa, Scienceqa, Mme, Mmbench, LlavaBench)
 }
 
 

@@ -1,0 +1,61 @@
+"""llava_bench: LLaVA-Bench (In-the-Wild) questions -> open-ended eval records (SPEC §4).
+
+Raw layout under raw_dir: `questions.jsonl` (one `{"question_id", "image", "text", "category"}`
+a line) and `images/{image}`. One split, test; records ask the question as given (the
+evaluator's prompt) and carry `question` and `category`; the answers are judged by GPT-4 later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import tensorflow_datasets as tfds
+from etils import epath
+
+from tgg_jax.data.builders import benchmark, common
+
+
+@dataclasses.dataclass
+class LlavaBenchConfig(tfds.core.BuilderConfig):
+    """Questions file and image folder, relative to raw_dir."""
+
+    questions_file: str = "questions.jsonl"
+    image_dir: str = "images"
+
+
+class LlavaBench(common.RawDataBuilder):
+    """LLaVA-Bench (In-the-Wild): 60 open-ended questions on 24 images."""
+
+    name = "llava_bench"
+    HOMEPAGE = "https://huggingface.co/datasets/liuhaotian/llava-bench-in-the-wild"
+    BUILDER_CONFIGS = [LlavaBenchConfig(name="in_the_wild",
+                                        description="LLaVA-Bench (In-the-Wild)")]
+
+    def _extra_features(self):
+        return {"question": tfds.features.Text(), "category": tfds.features.Text()}
+
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+        config = self.builder_config
+        self._image_dir = raw_dir / config.image_dir
+        path = raw_dir / config.questions_file
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return {"test": [common.Entry(f"line {n}", str(path), line)
+                         for n, line in enumerate(lines, 1) if line.strip()]}
+
+    def _entry_records(self, split: str, entry: common.Entry):
+        try:
+            question = json.loads(entry.data)
+        except json.JSONDecodeError as e:
+            raise common.Skip("unreadable annotation", entry.id, entry.source, str(e)) from None
+        record_id = str(question["question_id"])
+        text = common.clean_text(question["text"], record_id, entry.source, "text")
+        image, width, height = self.images.read(self._image_dir / question["image"], record_id)
+        yield common.make_record(
+            record_id=record_id, source="llava_bench",
+            conversations=benchmark.conversation(self.name, {"question": text}, "", record_id,
+                                                 entry.source),
+            image=image, width=width, height=height, question=text,
+            category=str(question.get("category", "")))
