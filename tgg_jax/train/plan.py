@@ -46,8 +46,10 @@ def compile_only(config) -> dict:
     config.unlock()
     config.total_steps = total_steps(config) if (config.total_steps or config.data.num_examples) else 1000
     config.lock()
-    if config.model.preset == "tiny":
-        tokenizer = types.SimpleNamespace(image_id=509, object_id=510, vocab_size=512)
+    if config.model.preset == "tiny":  # the tiny tokenizer's layout (tgg_jax/data/tiny_tokenizer.py)
+        from tgg_jax.data.tiny_tokenizer import SPECIAL_TOKENS
+        tokenizer = types.SimpleNamespace(image_id=SPECIAL_TOKENS.index("<image>"),
+                                          object_id=SPECIAL_TOKENS.index("<object>"), vocab_size=512)
     else:
         tokenizer = _QWEN_IDS
     model_cfg = state_lib.model_config(config, tokenizer)
