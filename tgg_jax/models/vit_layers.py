@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import jax
 from flax import nnx
 
+from tgg_jax.models.attention import attend
 from tgg_jax.sharding import constrain, param_init
 
 # HF's initializer_range for both towers; real weights are always imported, this only shapes tests.
@@ -102,7 +103,7 @@ class VisionAttention(nnx.Module):
         split = lambda y: y.reshape(b, t, self.num_heads, self.head_dim)  # noqa: E731
         q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
         q = constrain(q, ("batch", "seq", "act_heads", "head_dim"))
-        out = jax.nn.dot_product_attention(q, k, v, scale=self.head_dim ** -0.5, is_causal=False)
+        out = attend(q, k, v, scale=self.head_dim ** -0.5)
         return self.out_proj(out.reshape(b, t, self.num_heads * self.head_dim))
 
 
