@@ -78,6 +78,8 @@ def main() -> None:
         trainer.train(run, until_step=int(run.state.step) + args.eval_every)
         trained_seconds += time.time() - t0
         evaluate()
+        if run.preempted:  # SIGTERM: the checkpoint is saved; re-running resumes the curve
+            return
 
     import matplotlib
     matplotlib.use("Agg")

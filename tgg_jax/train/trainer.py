@@ -83,6 +83,7 @@ class Run:
     total_steps: int
     example_spec: pipeline.ExampleSpec
     jitted: dict = dataclasses.field(default_factory=dict)
+    preempted: bool = False  # set when train() stopped on SIGTERM
 
 
 def load_run_tokenizer(config, workdir: str):
@@ -287,6 +288,7 @@ def train(run: Run, until_step: int | None = None) -> dict:
                 if step % run.checkpointer.every_steps == 0 or step == run.total_steps or preempted:
                     run.checkpointer.save(run.state, run.data_iter, seed=config.seed, force=True)
                 if preempted:
+                    run.preempted = True
                     break
     finally:
         guard.restore()
