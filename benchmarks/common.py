@@ -4,6 +4,7 @@ modules (tgg_jax.torch), so both sides compute the same function on the same bat
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tempfile
@@ -39,6 +40,18 @@ class Size:
 SIZES = {"small": Size(), "1.5b": Size(vocab=151936, hidden=1536, mlp=8960, layers=28, heads=12, kv_heads=2,
                                        vision_width=1024, vision_layers=24, image_size=336, batch=8,
                                        text_tokens=128)}
+
+
+TRAINABLE = ("projector\\..*", "llm\\..*")  # what training updates; the towers stay frozen
+
+
+def arg_parser(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The options every benchmark takes: model size, compute dtype, timed repeats."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--size", default="small", choices=sorted(SIZES))
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--repeats", type=int, default=repeats)
+    return p
 
 
 def build_parts(size: Size, root: str):

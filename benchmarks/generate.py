@@ -9,7 +9,6 @@ Prints new tokens/s of both and the ratio (goal: tgg-jax >= 2x).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -18,16 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import SIZES, batch, load_both, timeit  # noqa: E402
+from benchmarks.common import SIZES, arg_parser, batch, load_both, timeit  # noqa: E402
 from tgg_jax.generate import SamplingConfig, generate, left_pad  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--size", default="small", choices=sorted(SIZES))
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p = arg_parser(__doc__, repeats=3)
     p.add_argument("--new_tokens", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     size = SIZES[args.size]
     model, reference, config = load_both(size, args.dtype)

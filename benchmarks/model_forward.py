@@ -9,7 +9,6 @@ trains the projector and the LLM; the towers are frozen on both sides, as in tra
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -20,18 +19,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.common import SIZES, batch, load_both, timeit, train_batch  # noqa: E402
+from benchmarks.common import SIZES, TRAINABLE, arg_parser, batch, load_both, timeit, train_batch  # noqa: E402
 from tgg_jax.train.optimizer import trainable_filter  # noqa: E402
 from tgg_jax.train.step import loss_sum_and_count  # noqa: E402
 
-TRAINABLE = ("projector\\..*", "llm\\..*")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--size", default="small", choices=sorted(SIZES))
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--repeats", type=int, default=5)
+    p = arg_parser(__doc__, repeats=5)
     args = p.parse_args()
     size = SIZES[args.size]
     model, reference, config = load_both(size, args.dtype)

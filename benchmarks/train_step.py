@@ -10,7 +10,6 @@ size also reports MFU.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import types
@@ -23,22 +22,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.common import SIZES, batch, load_both, timeit, train_batch  # noqa: E402
+from benchmarks.common import SIZES, TRAINABLE, arg_parser, batch, load_both, timeit, train_batch  # noqa: E402
 from tgg_jax.models.tgg import count_params  # noqa: E402
 from tgg_jax.train import optimizer as opt_lib  # noqa: E402
 from tgg_jax.train.metrics import peak_flops_per_device, train_flops_per_step  # noqa: E402
 from tgg_jax.train.step import TrainState, make_train_step  # noqa: E402
 
-TRAINABLE = ("projector\\..*", "llm\\..*")
 HYPER = types.SimpleNamespace(lr=2e-5, warmup_ratio=0.03, total_steps=1000, weight_decay=0.0,
                               grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--size", default="small", choices=sorted(SIZES))
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--repeats", type=int, default=5)
+    p = arg_parser(__doc__, repeats=5)
     args = p.parse_args()
     size = SIZES[args.size]
     model, reference, config = load_both(size, args.dtype)
