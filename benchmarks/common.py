@@ -91,7 +91,7 @@ def load_both(size: Size, dtype: str = "float32"):
     state = nnx.state(model, nnx.Param)
     state.replace_by_pure_dict(params)
     nnx.update(model, state)
-    export = TGGExportConfig(select_layer=-2, select_feature="patch", fusion="channel", object_pool=1,
+    export = TGGExportConfig(select_layer=-2, select_feature="patch", fusion="channel", object_pool=1, image_pool=1,
                              image_token_id=image_id, object_token_id=object_id,
                              image_tokens=config.image_tokens, object_tokens=config.object_tokens,
                              image_size=size.image_size, clip_mean=tuple(CLIP_MEAN), clip_std=tuple(CLIP_STD),

@@ -23,6 +23,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.remat_policy = "full"      # none | full | dots | save_attn_mlp_out
     c.model.object_pool = 1            # 2 -> 144 tokens per <object>
     # Only read by the "tiny" preset.
+    c.model.image_pool = 1             # k x k pooled global image (the real presets keep 576 tokens)
     c.model.hidden_size = 128
     c.model.intermediate_size = 384
     c.model.num_layers = 4

@@ -163,3 +163,24 @@ def test_not_an_export_directory_fails_clearly(imported, tmp_path):
         TinyGroundingGPT.from_pretrained(exported.checkpoint)  # a tgg-jax checkpoint, not its export
     with pytest.raises(FileNotFoundError, match=r"tgg_config.json: missing"):
         TGGProcessor.from_pretrained(str(tmp_path))
+
+
+def test_pooled_image_and_object_tokens_match_jax(imported, random_export, tmp_path):
+    """image_pool / object_pool (k x k averages on the patch grid) survive the export."""
+    _, _, config = random_export
+    pooled = config.replace(image_pool=2, object_pool=2)
+    params = random_params(pooled, seed=3)
+    save_params(str(tmp_path / "ckpt"), params, pooled)
+    export_hf(str(tmp_path / "ckpt"), str(tmp_path / "export"), tokenizer=imported[0].tokenizer)
+    model = TinyGroundingGPT.from_pretrained(str(tmp_path / "export"), attn_implementation="eager")
+    processor = TGGProcessor.from_pretrained(str(tmp_path / "export"))
+    (img2, boxes2), = [scene(2)]
+    inputs = processor([PROMPTS[1]], images=[img2], objects=[boxes2])
+    ids = inputs["input_ids"].numpy()
+    assert (ids == pooled.image_token_id).sum() == pooled.image_tokens == config.image_tokens // 4
+    with torch.no_grad():
+        logits = model(**inputs).logits.numpy()
+    pos = np.tile(np.arange(ids.shape[1], dtype=np.int32), (1, 1))
+    jax_logits = jax_logits_of(jax_model(params, pooled), ids.astype(np.int32), pos, np.ones_like(ids, np.int32),
+                               inputs["images"].numpy(), inputs["objects"].numpy())
+    np.testing.assert_allclose(logits, np.asarray(jax_logits), atol=1e-4, rtol=0)

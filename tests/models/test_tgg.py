@@ -32,6 +32,19 @@ def test_config_rejects_bad_values():
         tiny_config(fusion="sum")
     with pytest.raises(ValueError, match="object_pool"):
         tiny_config(object_pool=3)
+    with pytest.raises(ValueError, match="image_pool"):
+        tiny_config(image_pool=3)
+
+
+def test_image_pool_shortens_the_image_run():
+    cfg = tiny_config(image_pool=2)
+    assert (cfg.image_tokens, cfg.object_tokens) == (4, 16)
+    model = TinyGroundingGPT(cfg, rngs=nnx.Rngs(0))
+    images = np.random.default_rng(1).integers(0, 256, (1, 1, cfg.image_size, cfg.image_size, 3), np.uint8)
+    ids = np.array([[5] + [cfg.image_token_id] * 4 + [6]])
+    rows = model.projector(model._pool(model.visual_features(images[:, 0]), 2))
+    embeds = np.asarray(model.embed_inputs(ids, images))
+    np.testing.assert_allclose(embeds[0, 1:5], np.asarray(rows[0]), atol=1e-6)
 
 
 def test_object_pool_averages_2x2_blocks():
@@ -39,7 +52,7 @@ def test_object_pool_averages_2x2_blocks():
     assert (cfg.image_tokens, cfg.object_tokens) == (16, 4)
     model = TinyGroundingGPT(cfg, rngs=nnx.Rngs(0))
     feats = np.random.default_rng(0).normal(size=(1, 16, 3)).astype(np.float32)
-    pooled = np.asarray(model._pool_objects(feats))
+    pooled = np.asarray(model._pool(feats, 2))
     grid = feats.reshape(4, 4, 3)
     expected = grid.reshape(2, 2, 2, 2, 3).mean(axis=(1, 3)).reshape(4, 3)
     np.testing.assert_allclose(pooled[0], expected, rtol=1e-6)

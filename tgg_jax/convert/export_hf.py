@@ -222,7 +222,7 @@ def export_config(config: TGGConfig, dtype: str) -> dict:
         "format": EXPORT_FORMAT, "version": 1, "dtype": dtype,
         "parts": {"llm": "llm", "clip": "clip", "dinov2": "dinov2", "projector": PROJECTOR_FILE},
         "select_layer": config.select_layer, "select_feature": config.select_feature,
-        "fusion": config.fusion, "object_pool": config.object_pool,
+        "fusion": config.fusion, "object_pool": config.object_pool, "image_pool": config.image_pool,
         "image_token_id": config.image_token_id, "object_token_id": config.object_token_id,
         "image_tokens": config.image_tokens, "object_tokens": config.object_tokens,
         "image_size": config.image_size, "pad_fill": list(preprocess.PAD_FILL),

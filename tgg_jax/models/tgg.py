@@ -32,6 +32,7 @@ class TGGConfig:
     select_feature: str = "patch"     # drop the class token
     fusion: str = "channel"           # "channel": [P, Dc+Dd]; "token": [2P, D]
     object_pool: int = 1              # k x k average pool of object features (2 -> 144 tokens)
+    image_pool: int = 1               # k x k average pool of global-image features (SPEC: 1)
     # SPEC §1 freezes the pretrained towers. Only a model trained from scratch (the tiny CPU
     # default, which has no pretrained towers to start from) sets this to False.
     freeze_towers: bool = True
@@ -47,8 +48,9 @@ class TGGConfig:
             raise ValueError("CLIP and DINOv2 must share a patch size so their grids align")
         if self.fusion == "token" and self.clip.hidden_size != self.dinov2.hidden_size:
             raise ValueError("token fusion needs towers of the same width")
-        if self.grid % self.object_pool:
-            raise ValueError(f"object_pool {self.object_pool} does not divide the {self.grid}x{self.grid} grid")
+        for name in ("object_pool", "image_pool"):
+            if self.grid % getattr(self, name):
+                raise ValueError(f"{name} {getattr(self, name)} does not divide the {self.grid}x{self.grid} grid")
 
     @property
     def image_size(self) -> int:
@@ -61,7 +63,7 @@ class TGGConfig:
     @property
     def image_tokens(self) -> int:
         """Placeholder run length of `<image>` (576 for 336 px, patch 14, channel fusion)."""
-        return self.grid ** 2 * (2 if self.fusion == "token" else 1)
+        return (self.grid // self.image_pool) ** 2 * (2 if self.fusion == "token" else 1)
 
     @property
     def object_tokens(self) -> int:
@@ -150,9 +152,8 @@ class TinyGroundingGPT(nnx.Module):
         # The towers are frozen in every stage (SPEC §1): no gradient flows into them.
         return jax.lax.stop_gradient(fused) if self.config.freeze_towers else fused
 
-    def _pool_objects(self, feats: jax.Array) -> jax.Array:
-        """k x k average pool of object features on the patch grid: [N, P, C] -> [N, P/k², C]."""
-        k = self.config.object_pool
+    def _pool(self, feats: jax.Array, k: int) -> jax.Array:
+        """k x k average pool of features on the patch grid: [N, P, C] -> [N, P/k², C]."""
         if k == 1:
             return feats
         n, p, c = feats.shape
@@ -180,10 +181,11 @@ class TinyGroundingGPT(nnx.Module):
         feats = self.visual_features(jnp.concatenate(batches, axis=0))
         global_feats, object_feats = feats[: b * n_img], feats[b * n_img:]
         if n_img:
-            rows = self.projector(global_feats).reshape(b, -1, embeds.shape[-1])
+            rows = self.projector(self._pool(global_feats, self.config.image_pool))
+            rows = rows.reshape(b, -1, embeds.shape[-1])
             embeds = overwrite_placeholders(embeds, input_ids, self.config.image_token_id, rows)
         if n_obj:
-            rows = self.projector(self._pool_objects(object_feats)).reshape(b, -1, embeds.shape[-1])
+            rows = self.projector(self._pool(object_feats, self.config.object_pool)).reshape(b, -1, embeds.shape[-1])
             embeds = overwrite_placeholders(embeds, input_ids, self.config.object_token_id, rows)
         return embeds
 

@@ -34,6 +34,7 @@ class TGGExportConfig:
     select_feature: str
     fusion: str
     object_pool: int
+    image_pool: int
     image_token_id: int
     object_token_id: int
     image_tokens: int
@@ -60,6 +61,7 @@ class TGGExportConfig:
         norm = d["normalization"]
         return cls(select_layer=d["select_layer"], select_feature=d["select_feature"],
                    fusion=d["fusion"], object_pool=d["object_pool"],
+                   image_pool=d.get("image_pool", 1),
                    image_token_id=d["image_token_id"], object_token_id=d["object_token_id"],
                    image_tokens=d["image_tokens"], object_tokens=d["object_tokens"],
                    image_size=d["image_size"], clip_mean=tuple(norm["clip"]["mean"]),
@@ -162,9 +164,9 @@ class TinyGroundingGPT(nn.Module):
         d = self._select(self.dinov2(pixel_values=dino_in, output_hidden_states=True).hidden_states)
         return torch.cat([c, d.to(c.dtype)], dim=-1 if self.config.fusion == "channel" else 1)
 
-    def _pool_objects(self, feats: torch.Tensor) -> torch.Tensor:
-        """k x k average pool on the patch grid: [N, P, C] -> [N, P/k², C] (object_pool = k)."""
-        k, g = self.config.object_pool, self.grid
+    def _pool(self, feats: torch.Tensor, k: int) -> torch.Tensor:
+        """k x k average pool on the patch grid: [N, P, C] -> [N, P/k², C]."""
+        g = self.grid
         if k == 1:
             return feats
         n, p, c = feats.shape
@@ -189,9 +191,10 @@ class TinyGroundingGPT(nn.Module):
         img_rows = embeds.new_zeros((b, 0, h))
         obj_rows = embeds.new_zeros((b, 0, h))
         if n_img:
-            img_rows = self.projector(feats[: b * n_img].to(proj_dtype)).reshape(b, -1, h)
+            pooled = self._pool(feats[: b * n_img], self.config.image_pool)
+            img_rows = self.projector(pooled.to(proj_dtype)).reshape(b, -1, h)
         if n_obj:
-            pooled = self._pool_objects(feats[b * n_img:])
+            pooled = self._pool(feats[b * n_img:], self.config.object_pool)
             obj_rows = self.projector(pooled.to(proj_dtype)).reshape(b, -1, h)
         embeds = overwrite_placeholders(embeds, input_ids, self.config.image_token_id, img_rows, "<image>")
         return overwrite_placeholders(embeds, input_ids, self.config.object_token_id, obj_rows, "<object>")

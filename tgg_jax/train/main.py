@@ -20,6 +20,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, eval output.")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False,
                                   "Compile the train step for the config's mesh and print per-device memory.")
+_TOPOLOGY = flags.DEFINE_string("topology", "",
+                               "With --compile_only: compile for PLATFORM:TOPOLOGY instead of this host's "
+                               "devices, e.g. tpu:v5p:2x2x4 (v5p-32; needs libtpu, not a TPU).")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
@@ -41,7 +44,7 @@ def main(argv) -> None:
     config = _CONFIG.value
     if _COMPILE_ONLY.value:
         from tgg_jax.train.plan import compile_only
-        report = compile_only(config)
+        report = compile_only(config, _TOPOLOGY.value)
         print(json.dumps(report, indent=1))
         return
     if not _WORKDIR.value:

@@ -41,8 +41,20 @@ def abstract_batch(config, model_cfg, mesh) -> dict:
             "objects": spec((b, n_obj, s, s, 3), jnp.uint8)}
 
 
-def compile_only(config) -> dict:
-    validate(config)
+def topology_devices(topology: str) -> list:
+    """Devices of an accelerator that need not be attached: "tpu:v5p:2x2x4" compiles for a
+    v5p-32 slice from any host with libtpu installed (JAX ahead-of-time compilation)."""
+    from jax.experimental import topologies
+    platform, _, name = topology.partition(":")
+    if not name:
+        raise ValueError(f"--topology is PLATFORM:NAME (e.g. tpu:v5p:2x2x4), got {topology!r}")
+    return list(topologies.get_topology_desc(topology_name=name, platform=platform).devices)
+
+
+def compile_only(config, topology: str = "") -> dict:
+    """Compile one train step for the config's mesh over this host's devices, or over `topology`'s."""
+    devices = topology_devices(topology) if topology else jax.devices()
+    validate(config, num_devices=len(devices), process_count=len({d.process_index for d in devices}))
     config.unlock()
     config.total_steps = total_steps(config) if (config.total_steps or config.data.num_examples) else 1000
     config.lock()
@@ -53,7 +65,7 @@ def compile_only(config) -> dict:
     else:
         tokenizer = _QWEN_IDS
     model_cfg = state_lib.model_config(config, tokenizer)
-    mesh = sharding.make_mesh(dict(config.mesh))
+    mesh = sharding.make_mesh(dict(config.mesh), devices)
     optimizer = opt_lib.make_optimizer(config)
     graphdef, abstract, _ = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed)
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
@@ -71,9 +83,9 @@ def compile_only(config) -> dict:
     sizes = {f: int(getattr(mem, f, 0) or 0) for f in fields}
     peak = sizes["argument_size_in_bytes"] + sizes["output_size_in_bytes"] + sizes["temp_size_in_bytes"] \
         - sizes["alias_size_in_bytes"]
-    return {"preset": config.model.preset, "devices": jax.device_count(),
-            "device_kind": jax.devices()[0].device_kind, "mesh": dict(mesh.shape),
-            "global_batch": config.batch_size, "seq_len": max(config.data.buckets),
+    return {"preset": config.model.preset, "devices": len(devices),
+            "device_kind": devices[0].device_kind, "topology": topology or None, "mesh": dict(mesh.shape),
+            "global_batch": config.batch_size, "grad_accum_steps": config.grad_accum_steps, "seq_len": max(config.data.buckets),
             "remat_policy": config.model.remat_policy, "trainable": list(config.trainable),
             **{k.replace("_size_in_bytes", "_gib"): round(v / gib, 3) for k, v in sizes.items()},
             "peak_per_device_gib": round(peak / gib, 3),

@@ -37,7 +37,7 @@ def model_config(config, tokenizer) -> TGGConfig:
             dinov2=dinov2.Dinov2Config(hidden_size=m.vision_width, mlp_ratio=2, num_layers=m.vision_layers,
                                        num_heads=m.vision_heads, patch_size=m.patch_size,
                                        image_size=m.image_size),
-            object_pool=m.object_pool, freeze_towers=m.freeze_towers, image_token_id=tokenizer.image_id,
+            object_pool=m.object_pool, image_pool=m.image_pool, freeze_towers=m.freeze_towers, image_token_id=tokenizer.image_id,
             object_token_id=tokenizer.object_id)
     elif m.preset in PRESETS:
         cfg = PRESETS[m.preset]().replace(object_pool=m.object_pool)
