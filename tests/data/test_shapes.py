@@ -224,3 +224,36 @@ def test_constant_box_is_near_chance_for_rec(validation):
     # Guessing one of the scene's shapes at random: ~1 / mean number of shapes (docstring).
     mean_shapes = np.mean([len(_scene("validation", i).shapes) for i in range(N)])
     assert 0.2 < 1 / mean_shapes < 0.45
+
+
+def test_task_cycle_sets_the_mixture():
+    from tgg_jax.data.builders.tgg_shapes import WEIGHTED_TRAIN_TASKS
+    records = [shapes.make_record(0, "train", i, render=False, tasks=WEIGHTED_TRAIN_TASKS) for i in range(160)]
+    counts = {t: sum(r["task"] == t for r in records) for t in shapes.TASKS}
+    assert counts == {"object": 60, "yesno": 40, "rec": 20, "caption": 20, "describe": 20}
+    answers = [r["answer"] for r in records if r["task"] == "yesno"]
+    assert answers.count("Yes") == answers.count("No") == 20
+    # The scene of a record depends only on (seed, split, index), not on the task cycle.
+    default = shapes.make_record(0, "train", 3, render=False)
+    assert default["width"] == records[3]["width"] and default["task"] != records[3]["task"]
+    with pytest.raises(ValueError, match="tasks"):
+        shapes.make_record(0, "train", 0, tasks=("rec", "pointing"))
+
+
+def test_weighted_config_holds_the_default_held_out_records():
+    from tgg_jax.data.builders.tgg_shapes import TggShapes
+    default, weighted = (TggShapes(config=name, data_dir="/nonexistent") for name in ("default", "weighted"))
+    for split in ("validation", "test"):
+        for i in (0, 1, 6, 7):
+            a = next(default._entry_records(split, shapes_entry(i)))
+            b = next(weighted._entry_records(split, shapes_entry(i)))
+            assert a["conversations"] == b["conversations"] and a["image"] == b["image"]
+    from tgg_jax.data.builders.tgg_shapes import WEIGHTED_TRAIN_TASKS
+    train = [next(weighted._entry_records("train", shapes_entry(i)))["task"] for i in range(16)]
+    single = [(t, WEIGHTED_TRAIN_TASKS[i % 8]) for i, t in enumerate(train) if t != "mixed"]
+    assert len(single) >= 8 and all(t == expected for t, expected in single)  # multi-turn: "mixed"
+
+
+def shapes_entry(i):
+    from tgg_jax.data.builders import common
+    return common.Entry(str(i), "tgg_shapes", i)

@@ -30,3 +30,21 @@ def test_real_config_validates_before_compiling():
     c.batch_size = 12  # not divisible by the 8 devices of the default mesh
     with pytest.raises(ValueError, match="not divisible"):
         compile_only(c)
+
+
+def test_topology_needs_platform_and_name():
+    with pytest.raises(ValueError, match="PLATFORM:NAME"):
+        compile_only(small(tiny.get_config()), topology="v5p-32")
+
+
+def test_topology_mesh_is_checked_against_the_topology(monkeypatch):
+    """A topology of 16 devices (stubbed: CI has no TPU compiler) rejects an 8-way mesh before compiling."""
+    import types
+
+    from tgg_jax.train import plan
+    fake = [types.SimpleNamespace(process_index=i // 4, device_kind="TPU v5") for i in range(16)]
+    monkeypatch.setattr(plan, "topology_devices", lambda topology: fake)
+    c = small(tiny.get_config())
+    c.mesh.data, c.mesh.fsdp = 8, 1
+    with pytest.raises(ValueError, match="does not fit the 16 devices"):
+        compile_only(c, topology="tpu:v5p:2x2x4")

@@ -307,11 +307,11 @@ def record_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
-                render: bool = True) -> dict:
+                render: bool = True, tasks: tuple[str, ...] = TASKS) -> dict:
     """Record `index` of a split, in the SPEC §2 record format plus task / gt_box / answer.
 
-    Tasks cycle rec, caption, object, yesno by index and yes/no answers alternate, so both are
-    exactly balanced. With probability `multi_turn` the record gets 1-2 more turns of random tasks
+    Tasks cycle through `tasks` by index (a task listed twice comes twice as often) and yes/no
+    answers alternate from one cycle to the next, so they are exactly balanced. With probability `multi_turn` the record gets 1-2 more turns of random tasks
     (its task is then 'mixed', gt_box zeros, answer the last turn's); a record has at most one
     <object>, so max_objects=1 takes every record. `render=False` skips drawing (image b""),
     for text-only uses such as a tokenizer corpus; the text is the same either way.
@@ -319,7 +319,10 @@ def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
     rng = record_rng(seed, split, index)
     scene = sample_scene(rng)
     image = encode_png(render_scene(scene)) if render else b""
-    task, positive = TASKS[index % len(TASKS)], (index // len(TASKS)) % 2 == 0
+    unknown = set(tasks) - set(TASKS)
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty sequence of {TASKS}, got {tasks}")
+    task, positive = tasks[index % len(tasks)], (index // len(tasks)) % 2 == 0
     turns = [make_turn(scene, task, rng, positive=positive)]
     if rng.random() < multi_turn:
         for _ in range(int(rng.integers(1, 3))):

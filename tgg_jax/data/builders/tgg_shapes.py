@@ -18,6 +18,11 @@ from tgg_jax.data import shapes
 from tgg_jax.data.builders import common
 
 
+# Object questions (a zoomed crop) are the fastest way for a model trained from scratch to tie
+# visual features to colour and kind words, and yes/no needs those words found in the image.
+WEIGHTED_TRAIN_TASKS = ("object", "yesno", "rec", "object", "caption", "yesno", "object", "describe")
+
+
 @dataclasses.dataclass
 class TggShapesConfig(tfds.core.BuilderConfig):
     """Split sizes, seed, and the share of multi-turn records in train."""
@@ -27,6 +32,9 @@ class TggShapesConfig(tfds.core.BuilderConfig):
     test_size: int = 500
     seed: int = 0
     multi_turn: float = 0.25
+    # The train split's task cycle; validation and test always use shapes.TASKS, so every
+    # config's held-out splits hold the same records.
+    train_tasks: tuple[str, ...] = shapes.TASKS
 
 
 class TggShapes(common.RawDataBuilder):
@@ -42,6 +50,9 @@ class TggShapes(common.RawDataBuilder):
         TggShapesConfig(name="default", description="20000 / 500 / 500 records"),
         TggShapesConfig(name="small", train_size=2000, validation_size=200, test_size=200,
                         description="2000 / 200 / 200 records"),
+        TggShapesConfig(name="weighted", train_tasks=WEIGHTED_TRAIN_TASKS,
+                        description="default's held-out splits; train weighted 3:2:1:1:1 towards "
+                                    "<object> and yes/no questions (the tiny default's mixture)"),
         TggShapesConfig(name="tiny", train_size=64, validation_size=32, test_size=32,
                         description="64 / 32 / 32 records, for tests"),
     ]
@@ -61,7 +72,8 @@ class TggShapes(common.RawDataBuilder):
         config = self.builder_config
         # Eval records stay single-turn, so task / gt_box / answer describe the whole record.
         multi_turn = config.multi_turn if split == "train" else 0.0
-        yield shapes.make_record(config.seed, split, entry.data, multi_turn)
+        tasks = config.train_tasks if split == "train" else shapes.TASKS
+        yield shapes.make_record(config.seed, split, entry.data, multi_turn, tasks=tuple(tasks))
 
 
 def ensure_built(data_dir: epath.PathLike, config: str = "default") -> TggShapes:
