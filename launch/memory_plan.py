@@ -29,7 +29,7 @@ SIZES = ("1.5b", "3b", "7b")
 def compile_row(target: str, stage: str, size: str, overrides: list[str]) -> dict:
     topology, _ = TARGETS[target]
     cmd = [sys.executable, "-m", "tgg_jax.train.main", f"--config=configs/{stage}.py:{size}",
-           "--compile_only", f"--topology={topology}", *overrides]
+           "--compile_only", f"--topology={topology}", *(f"--config.{o}" for o in overrides)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
     out = proc.stdout
@@ -66,7 +66,8 @@ def main() -> None:
     p.add_argument("--target", choices=sorted(TARGETS), default="v5p-32")
     p.add_argument("--stages", nargs="*", default=list(STAGES))
     p.add_argument("--sizes", nargs="*", default=list(SIZES))
-    p.add_argument("--set", nargs="*", default=[], help="extra --config.x=y overrides for every row")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every row, e.g. grad_accum_steps=2 (-> --config.grad_accum_steps=2)")
     p.add_argument("--out", default="memory_plan.jsonl")
     p.add_argument("--table", metavar="JSONL", help="print the table of an existing plan and exit")
     args = p.parse_args()
