@@ -44,8 +44,11 @@ def compile_row(target: str, stage: str, size: str, overrides: list[str]) -> dic
 
 def table(rows: list[dict]) -> str:
     lines = ["| target | size | stage | trainable | global batch (per device x accum) | remat | "
-             "params + opt state / device | peak / device | fits |",
+             "state + batch / device | peak / device | fits (< 90 % of HBM) |",
              "|---|---|---|---|---|---|---|---|---|"]
+    order = {name: i for i, name in enumerate(SIZES + STAGES)}
+    rows = sorted(rows, key=lambda r: (r["target"], order.get(r["size"], 99), order.get(r["stage"], 99),
+                                       r.get("grad_accum_steps", 1)))
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['target']} | {r['size']} | {r['stage']} | | | | | compile failed | |")
