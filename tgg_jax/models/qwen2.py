@@ -197,6 +197,17 @@ def _call_layer(layer: DecoderLayer, *args):
     return layer(*args)
 
 
+def _remat_layer(policy):
+    """A layer call under jax.checkpoint with `policy`. The layer goes in as (graphdef, state) and
+    nothing is written back: nnx.remat would write its parameters back, which fails when they are
+    frozen values from an outer trace (projector-only training, stage 1a)."""
+    def call(layer: DecoderLayer, *args):
+        graphdef, state = nnx.split(layer)
+        pure = jax.checkpoint(lambda st, *a: nnx.merge(graphdef, st)(*a), policy=policy)
+        return pure(state, *args)
+    return call
+
+
 class Qwen2(nnx.Module):
     """Qwen2ForCausalLM: token embedding, decoder layers, final RMSNorm, LM head (tied or not)."""
 
@@ -256,7 +267,7 @@ class Qwen2(nnx.Module):
 
         layer_fn = _call_layer
         if c.remat_policy != "none":
-            layer_fn = nnx.remat(_call_layer, policy=REMAT_POLICIES[c.remat_policy])
+            layer_fn = _remat_layer(REMAT_POLICIES[c.remat_policy])
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             kv = None if cache is None else (cache.k[i], cache.v[i])
