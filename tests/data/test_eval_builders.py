@@ -265,14 +265,14 @@ def test_llava_bench(tmp_path):
          "category": "complex"},
         {"question_id": 2, "image": "404.jpg", "text": "Why?", "category": "conv"},
     ]
-    (raw / "questions.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines))
+    (raw / "questions.jsonl").write_text("".join(json.dumps(l) + "\n" for l in lines) + "{cut off\n\n")
     builder = _build("llava_bench", tmp_path, raw)
     records = _read(builder, "test")
     assert sorted(records) == ["0", "1"]
     assert _turns(records["1"]) == [("human", "What is unusual here?")]
     assert (records["1"]["question"], records["1"]["category"]) == (
         b"What is unusual here?", b"complex")
-    assert dict(builder.skipped["test"]) == {"missing image": 1}
+    assert dict(builder.skipped["test"]) == {"missing image": 1, "unreadable annotation": 1}
     _check_evaluator_prompt("llava_bench", records["0"])
 
 

@@ -252,6 +252,24 @@ def read_json(path: epath.Path, expect: type | None = None) -> Any:
     return value
 
 
+def jsonl_entries(path: epath.Path, tag: Any = None) -> list[Entry]:
+    """One Entry ("line N") per non-blank line of a JSON-lines file, its data the raw line, or
+    (tag, line); json_line parses it later, so one bad line is a counted skip, not a failed build."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [Entry(f"line {n}", str(path), line if tag is None else (tag, line))
+            for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def json_line(line: str, entry: Entry) -> Any:
+    """The JSON value of one line of `entry`'s file; Skip("unreadable annotation") if it is not JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise Skip("unreadable annotation", entry.id, entry.source, str(e)) from None
+
+
 def xywh_to_xyxy(box: Sequence[float]) -> list[float]:
     """COCO / Visual Genome [x, y, w, h] -> [x1, y1, x2, y2]."""
     x, y, w, h = (float(v) for v in box)

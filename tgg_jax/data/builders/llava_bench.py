@@ -8,7 +8,6 @@ evaluator's prompt) and carry `question` and `category`; the answers are judged 
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -38,18 +37,10 @@ class LlavaBench(common.RawDataBuilder):
     def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
         config = self.builder_config
         self._image_dir = raw_dir / config.image_dir
-        path = raw_dir / config.questions_file
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return {"test": [common.Entry(f"line {n}", str(path), line)
-                         for n, line in enumerate(lines, 1) if line.strip()]}
+        return {"test": common.jsonl_entries(raw_dir / config.questions_file)}
 
     def _entry_records(self, split: str, entry: common.Entry):
-        try:
-            question = json.loads(entry.data)
-        except json.JSONDecodeError as e:
-            raise common.Skip("unreadable annotation", entry.id, entry.source, str(e)) from None
+        question = common.json_line(entry.data, entry)
         record_id = str(question["question_id"])
         text = common.clean_text(question["text"], record_id, entry.source, "text")
         image, width, height = self.images.read(self._image_dir / question["image"], record_id)

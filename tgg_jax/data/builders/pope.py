@@ -11,7 +11,6 @@ and carries `label` ("yes"/"no"), `category` and the bare `question` for the eva
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import tensorflow_datasets as tfds
 from etils import epath
@@ -48,17 +47,12 @@ class Pope(common.RawDataBuilder):
         for category in CATEGORIES:
             path = raw_dir / f"{config.prefix}_pope_{category}.json"
             if path.exists():
-                lines = path.read_text(encoding="utf-8").splitlines()
-                splits[category] = [common.Entry(f"line {n}", str(path), (category, line))
-                                    for n, line in enumerate(lines, 1) if line.strip()]
+                splits[category] = common.jsonl_entries(path, tag=category)
         return splits
 
     def _entry_records(self, split: str, entry: common.Entry):
         category, line = entry.data
-        try:
-            question = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise common.Skip("unreadable annotation", entry.id, entry.source, str(e)) from None
+        question = common.json_line(line, entry)
         record_id = str(question["question_id"])
         label = str(question["label"]).strip().lower()
         if label not in ("yes", "no"):
