@@ -3,6 +3,8 @@ collected as JSON lines and printed as a markdown table.
 
     pip install 'libtpu==0.0.42.*'     # the TPU compiler; no TPU needed (ahead-of-time compile)
     python launch/memory_plan.py --target v5p-32 --out plan.jsonl      # compiles (minutes each)
+    pip install -e '.[gpu-plan]'       # the CUDA plugin + compiler wheels; no GPU needed
+    JAX_PLATFORMS=cpu python launch/memory_plan.py --target 8xh100 --out plan.jsonl
     python launch/memory_plan.py --table plan.jsonl                    # prints the table
 
 Each compile runs in its own process (one JAX backend per topology). A row that is already in
@@ -17,21 +19,25 @@ import os
 import subprocess
 import sys
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = {
-    # name: (--topology, HBM GiB per device)
-    "v5p-32": ("tpu:v5p:2x2x4", 95.0),    # 16 chips, 4 hosts
-    "v5p-16": ("tpu:v5p:2x2x2", 95.0),    # 8 chips: the 8-way mesh of an 8-GPU node
+    # name: (--topology, HBM GiB per device, --target_config for GPUs)
+    "v5p-32": ("tpu:v5p:2x2x4", 95.0, ""),    # 16 chips, 4 hosts
+    "v5p-16": ("tpu:v5p:2x2x2", 95.0, ""),    # 8 chips: the 8-way mesh of an 8-GPU node
+    # one node of 8 H100 SXM 80 GB (84942979072 bytes each, as the target config says)
+    "8xh100": ("cuda:1x1x8", 79.1, os.path.join(HERE, "gpu_targets", "h100_sxm.txtpb")),
 }
 STAGES = ("stage1_pretrain", "stage2", "stage3")  # stage1_finetune has stage2's shape (LLM + projector, 32/device)
 SIZES = ("1.5b", "3b", "7b")
 
 
 def compile_row(target: str, stage: str, size: str, overrides: list[str]) -> dict:
-    topology, _ = TARGETS[target]
+    topology, _, target_config = TARGETS[target]
     cmd = [sys.executable, "-m", "tgg_jax.train.main", f"--config=configs/{stage}.py:{size}",
            "--compile_only", f"--topology={topology}", *(f"--config.{o}" for o in overrides)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
+    if target_config:
+        cmd.append(f"--target_config={target_config}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE))
     out = proc.stdout
     start = out.find("{")
     if proc.returncode or start < 0:

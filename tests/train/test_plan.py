@@ -1,6 +1,8 @@
 """`tgg-train --compile_only`: the step compiles from shapes alone and reports memory that grows
 with what the step holds."""
 
+import importlib.util
+import os
 import pytest
 
 from configs import stage2, tiny
@@ -43,8 +45,29 @@ def test_topology_mesh_is_checked_against_the_topology(monkeypatch):
 
     from tgg_jax.train import plan
     fake = [types.SimpleNamespace(process_index=i // 4, device_kind="TPU v5") for i in range(16)]
-    monkeypatch.setattr(plan, "topology_devices", lambda topology: fake)
+    monkeypatch.setattr(plan, "topology_devices", lambda topology, target_config="": fake)
     c = small(tiny.get_config())
     c.mesh.data, c.mesh.fsdp = 8, 1
     with pytest.raises(ValueError, match="does not fit the 16 devices"):
         compile_only(c, topology="tpu:v5p:2x2x4")
+
+
+def test_gpu_topology_needs_a_target_config():
+    with pytest.raises(ValueError, match="needs --target_config"):
+        compile_only(small(tiny.get_config()), topology="cuda:1x1x8")
+    with pytest.raises(ValueError, match="only applies with --topology"):
+        compile_only(small(tiny.get_config()), target_config="launch/gpu_targets/h100_sxm.txtpb")
+
+
+H100 = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "gpu_targets", "h100_sxm.txtpb")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax_plugins.xla_cuda12") is None,
+                    reason="needs the jax-cuda12 plugin (pip install -e '.[gpu-plan]')")
+def test_eight_h100_topology_without_a_gpu():
+    """The shipped H100 target description parses and gives an 8-device, one-host topology.
+    (Compiling the real presets for it takes minutes each: launch/memory_plan.py --target 8xh100.)"""
+    from tgg_jax.train.plan import topology_devices
+    devices = topology_devices("cuda:1x1x8", H100)
+    assert len(devices) == 8 and {d.process_index for d in devices} == {0}
+    assert devices[0].device_kind == "NVIDIA H100 80GB HBM3"

@@ -22,7 +22,11 @@ _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False,
                                   "Compile the train step for the config's mesh and print per-device memory.")
 _TOPOLOGY = flags.DEFINE_string("topology", "",
                                "With --compile_only: compile for PLATFORM:TOPOLOGY instead of this host's "
-                               "devices, e.g. tpu:v5p:2x2x4 (v5p-32; needs libtpu, not a TPU).")
+                               "devices, e.g. tpu:v5p:2x2x4 (v5p-32; needs libtpu, not a TPU) or "
+                               "cuda:1x1x8 (one 8-GPU node; needs the jax-cuda12 plugin and --target_config).")
+_TARGET_CONFIG = flags.DEFINE_string("target_config", "",
+                                     "With --topology cuda:...: the GPU's GpuTargetConfigProto text file, "
+                                     "e.g. launch/gpu_targets/h100_sxm.txtpb.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
@@ -44,7 +48,7 @@ def main(argv) -> None:
     config = _CONFIG.value
     if _COMPILE_ONLY.value:
         from tgg_jax.train.plan import compile_only
-        report = compile_only(config, _TOPOLOGY.value)
+        report = compile_only(config, _TOPOLOGY.value, _TARGET_CONFIG.value)
         print(json.dumps(report, indent=1))
         return
     if not _WORKDIR.value:

@@ -17,6 +17,11 @@ from tgg_jax.train import state as state_lib
 from tgg_jax.train.step import make_train_step
 from tgg_jax.train.trainer import total_steps, validate
 
+# Without a GPU XLA cannot autotune Triton GEMM tiles (and fails to pick any for some large dots):
+# compile GEMMs as cuBLAS calls, as XLA does when Triton GEMMs are off. Memory differs from an
+# autotuned run by a GEMM workspace (MiB, not GiB).
+GPU_AOT_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+
 # Stands in for the tokenizer of a real preset: only its placeholder ids matter here.
 _QWEN_IDS = types.SimpleNamespace(image_id=IMAGE_TOKEN_ID, object_id=OBJECT_TOKEN_ID, vocab_size=151665)
 
@@ -41,19 +46,35 @@ def abstract_batch(config, model_cfg, mesh) -> dict:
             "objects": spec((b, n_obj, s, s, 3), jnp.uint8)}
 
 
-def topology_devices(topology: str) -> list:
-    """Devices of an accelerator that need not be attached: "tpu:v5p:2x2x4" compiles for a
-    v5p-32 slice from any host with libtpu installed (JAX ahead-of-time compilation)."""
+def topology_devices(topology: str, target_config: str = "") -> list:
+    """Devices of an accelerator that need not be attached (JAX ahead-of-time compilation).
+
+    "tpu:v5p:2x2x4" compiles for a v5p-32 slice on any host with libtpu installed;
+    "cuda:1x1x8" (slices x hosts x GPUs per host) for one 8-GPU node on any host with the
+    jax-cuda12 plugin and the CUDA compiler wheels, given the GPU's GpuTargetConfigProto
+    (`target_config`, a text file such as launch/gpu_targets/h100_sxm.txtpb).
+    """
     from jax.experimental import topologies
     platform, _, name = topology.partition(":")
     if not name:
-        raise ValueError(f"--topology is PLATFORM:NAME (e.g. tpu:v5p:2x2x4), got {topology!r}")
+        raise ValueError(f"--topology is PLATFORM:NAME (e.g. tpu:v5p:2x2x4 or cuda:1x1x8), got {topology!r}")
+    if platform in ("cuda", "gpu"):
+        if not target_config:
+            raise ValueError(f"--topology {topology} needs --target_config: the GPU's GpuTargetConfigProto "
+                             "text file (e.g. launch/gpu_targets/h100_sxm.txtpb)")
+        with open(target_config) as f:
+            desc = topologies.get_topology_desc(platform="cuda", topology=name, target_config=f.read())
+        return list(desc.devices)
+    if target_config:
+        raise ValueError(f"--target_config is for GPU topologies (cuda:...), not {topology!r}")
     return list(topologies.get_topology_desc(topology_name=name, platform=platform).devices)
 
 
-def compile_only(config, topology: str = "") -> dict:
+def compile_only(config, topology: str = "", target_config: str = "") -> dict:
     """Compile one train step for the config's mesh over this host's devices, or over `topology`'s."""
-    devices = topology_devices(topology) if topology else jax.devices()
+    if target_config and not topology:
+        raise ValueError("--target_config only applies with --topology cuda:...")
+    devices = topology_devices(topology, target_config) if topology else jax.devices()
     validate(config, num_devices=len(devices), process_count=len({d.process_index for d in devices}))
     config.unlock()
     config.total_steps = total_steps(config) if (config.total_steps or config.data.num_examples) else 1000
@@ -75,7 +96,8 @@ def compile_only(config, topology: str = "") -> dict:
     with jax.set_mesh(mesh):
         lowered = jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None),
                           donate_argnums=0).lower(abstract, abstract_batch(config, model_cfg, mesh))
-        compiled = lowered.compile()
+        gpu = devices[0].platform in ("gpu", "cuda") and bool(topology)
+        compiled = lowered.compile(compiler_options=GPU_AOT_COMPILER_OPTIONS if gpu else None)
     mem = compiled.memory_analysis()
     gib = 1024 ** 3
     fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
