@@ -1,5 +1,6 @@
 """After training the embedded default: score the held-out split against baselines computed by the
-same evaluator on the same records, and leave pictures (boxes on images, training curves).
+same evaluator on the same records, measure per task how much the answers rely on the global
+image (loss with the own image vs another record's), and leave pictures (boxes, training curves).
 
 Writes WORKDIR/eval/metrics.json, WORKDIR/eval/examples/*.png and WORKDIR/eval/training_curves.png.
 """
@@ -66,6 +67,8 @@ def evaluate_run(run) -> dict:
             logging.info("final eval: generating %d answers with the %s model", len(records), name)
             answers[name] = predict(model, records, run.tokenizer, run.example_spec, config)
             results[name] = {**shapes_eval.score(records, answers[name]), "heldout_loss": heldout(model)}
+        results["trained"].update(image_reliance(run, eval_step, _as_train_state(run, trained), records,
+                                                 fe.batch_size))
     results["constant_baseline"] = shapes_eval.score(records, shapes_eval.baseline_answers(records))
     out_dir = os.path.join(run.workdir, "eval")
     os.makedirs(out_dir, exist_ok=True)
@@ -76,6 +79,43 @@ def evaluate_run(run) -> dict:
         _draw_examples(records, answers["trained"], os.path.join(out_dir, "examples"), fe.images_to_draw)
         plot_history(os.path.join(run.workdir, "history.jsonl"), os.path.join(out_dir, "training_curves.png"))
     return results
+
+
+def swap_images(examples: list[dict]) -> list[dict]:
+    """The same examples, each with the global image of the next one (cyclically); object
+    crops stay with their own example."""
+    images = [e["images"] for e in examples]
+    return [{**e, "images": images[(i + 1) % len(images)]} for i, e in enumerate(examples)]
+
+
+def image_reliance(run, eval_step, state, records: list[dict], batch_size: int) -> dict:
+    """Per task, the answer loss with each record's own image and with another record's
+    (`loss/TASK`, `loss_swapped_image/TASK`). Equal losses mean the answers do not read the
+    global image at all: the first thing to check when a task stays at chance."""
+    by_task: dict[str, list[dict]] = {}
+    for r in records:
+        turns = [{"from": "human", "value": r["question"]}, {"from": "gpt", "value": r["answer"]}]
+        spec_record = {**{k: r[k] for k in ("id", "image", "width", "height", "objects")}, "conversations": turns}
+        by_task.setdefault(r["task"], []).append(
+            pipeline.encode_example(spec_record, run.tokenizer, run.example_spec))
+
+    def mean_loss(examples: list[dict]) -> float:
+        total = count = 0.0
+        for i in range(0, len(examples), batch_size):
+            chunk = examples[i:i + batch_size]
+            no_loss = chunk[-1] | {"loss_mask": np.zeros_like(chunk[-1]["loss_mask"])}
+            chunk = chunk + [no_loss] * (batch_size - len(chunk))  # one compiled batch shape
+            batch = pipeline.pad_batch(chunk, tuple(run.config.data.buckets), run.tokenizer.endoftext_id)
+            s, c = eval_step(state, pipeline.to_global(batch, run.mesh))
+            total, count = total + float(s), count + float(c)
+        return total / max(count, 1.0)
+
+    out = {}
+    for task, examples in sorted(by_task.items()):
+        if len(examples) > 1:
+            out[f"loss/{task}"] = mean_loss(examples)
+            out[f"loss_swapped_image/{task}"] = mean_loss(swap_images(examples))
+    return out
 
 
 def _as_train_state(run, model):
