@@ -128,9 +128,9 @@ def _as_train_state(run, model):
 def print_table(results: dict) -> None:
     keys = sorted({k for v in results.values() for k in v})
     cols = list(results)
-    print(f"{'metric':24s}" + "".join(f"{c:>20s}" for c in cols))
+    print(f"{'metric':30s}" + "".join(f"{c:>20s}" for c in cols))
     for k in keys:
-        print(f"{k:24s}" + "".join(f"{results[c].get(k, float('nan')):20.4f}" for c in cols))
+        print(f"{k:30s}" + "".join(f"{results[c].get(k, float('nan')):20.4f}" for c in cols))
 
 
 def _draw_examples(records, answers, out_dir: str, count: int) -> None:
