@@ -35,6 +35,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.patch_size = 14
     c.model.image_size = 336
     c.model.freeze_towers = True       # tiny only: False trains its from-scratch towers
+    c.model.init_std = 0.02            # tiny only: N(0, std) for the LLM's and projector's weights
 
     c.init_from = ""                   # previous stage's checkpoint (or tgg-convert import-hf output)
     c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train

@@ -16,6 +16,10 @@ def get_config(arg: str = ""):
     c.model.image_size = 112           # 8 x 8 patches of 14 px: 64 tokens per image
     c.model.object_pool = 2            # 2 x 2 pooled: 16 tokens per object
     c.trainable = common.LLM_AND_PROJECTOR
+    # N(0, 0.05) instead of HF's 0.02 for the from-scratch LLM and projector: measured here, it
+    # lifts "which shape is <object>" from 0.17 to 0.48 in the same 600 steps, and the answers
+    # lean on the global image more (README); a toy comparison task starts learning ~5x sooner.
+    c.model.init_std = 0.05
 
     c.data.data_dir = "~/tensorflow_datasets"
     c.data.tokenizer = "tiny"          # byte-level BPE trained on tgg_shapes text, 512 entries

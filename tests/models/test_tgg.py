@@ -116,3 +116,15 @@ def test_sharded_forward_equals_single_device():
     proj = sharded_state["projector"]["linear_1"]["kernel"]
     assert proj.sharding.spec == P("fsdp", "tensor")
     assert len(q.addressable_shards) == 8 and q.addressable_shards[0].data.shape == (32, 32)
+
+
+def test_initializer_range_sets_the_llm_and_projector_init():
+    """The tiny preset trains from scratch with a wider init than HF's 0.02 (configs/tiny.py):
+    every LLM Linear/Embedding and the projector draw from N(0, initializer_range)."""
+    from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+    for std in (0.02, 0.05):
+        cfg = TGGConfig(llm=qwen2.tiny(initializer_range=std), clip=clip.tiny(), dinov2=dinov2.tiny())
+        model = TinyGroundingGPT(cfg, rngs=nnx.Rngs(0))
+        for w in (model.llm.embed_tokens.embedding, model.llm.layers[0].self_attn.q_proj.kernel,
+                  model.llm.layers[0].mlp.down_proj.kernel, model.projector.linear_1.kernel):
+            assert abs(float(np.std(np.asarray(w[...]))) / std - 1) < 0.1

@@ -23,11 +23,11 @@ INIT_STD = 0.02
 
 
 def linear(in_features: int, out_features: int, names: Sequence[str], *, use_bias: bool,
-           dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    """nnx.Linear (kernel [in, out]) with logical axis names `names` = (in_axis, out_axis)."""
+           dtype, param_dtype, rngs: nnx.Rngs, std: float = INIT_STD) -> nnx.Linear:
+    """nnx.Linear (kernel [in, out], N(0, std)) with logical axis names `names` = (in_axis, out_axis)."""
     return nnx.Linear(
         in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-        kernel_init=param_init(nnx.initializers.normal(INIT_STD), names),
+        kernel_init=param_init(nnx.initializers.normal(std), names),
         bias_init=param_init(nnx.initializers.zeros_init(), names[1:]), rngs=rngs)
 
 
@@ -98,11 +98,11 @@ class Attention(nnx.Module):
     """GQA self-attention: biased q/k/v projections, rotary, unbiased output projection (HF Qwen2)."""
 
     def __init__(self, hidden_size: int, num_heads: int, num_kv_heads: int, head_dim: int, *,
-                 dtype, param_dtype, rngs: nnx.Rngs):
+                 dtype, param_dtype, rngs: nnx.Rngs, init_std: float = INIT_STD):
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}")
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, std=init_std)
         self.q_proj = linear(hidden_size, num_heads * head_dim, ("embed", "q_heads"), use_bias=True, **kw)
         self.k_proj = linear(hidden_size, num_kv_heads * head_dim, ("embed", "kv_heads"), use_bias=True, **kw)
         self.v_proj = linear(hidden_size, num_kv_heads * head_dim, ("embed", "kv_heads"), use_bias=True, **kw)

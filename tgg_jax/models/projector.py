@@ -17,11 +17,11 @@ class Projector(nnx.Module):
     """Linear(in -> out) · exact GELU · Linear(out -> out): [..., in_features] -> [..., out_features]."""
 
     def __init__(self, in_features: int, out_features: int, *, dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, init_std: float = INIT_STD):
         def linear(n_in, n_out, names):
             return nnx.Linear(
                 n_in, n_out, dtype=dtype, param_dtype=param_dtype,
-                kernel_init=param_init(nnx.initializers.normal(INIT_STD), names),
+                kernel_init=param_init(nnx.initializers.normal(init_std), names),
                 bias_init=param_init(nnx.initializers.zeros_init(), names[1:]), rngs=rngs)
 
         # The hidden axis is split over `tensor`, the input and output over `fsdp` (a standard MLP).

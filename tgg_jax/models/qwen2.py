@@ -54,6 +54,7 @@ class Qwen2Config:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat_policy: str = "none"
+    initializer_range: float = INIT_STD  # std of every Linear and Embedding at init (HF's name)
 
     def __post_init__(self):
         if self.head_dim is None:
@@ -97,7 +98,8 @@ class Qwen2Config:
             head_dim=config.get("head_dim"), rope_theta=float(theta),
             rms_norm_eps=config.get("rms_norm_eps", 1e-6),
             tie_word_embeddings=config.get("tie_word_embeddings", False),
-            max_position_embeddings=config.get("max_position_embeddings", 32768))
+            max_position_embeddings=config.get("max_position_embeddings", 32768),
+            initializer_range=config.get("initializer_range", INIT_STD))
         return cls(**{**fields, **overrides})
 
     @classmethod
@@ -162,8 +164,9 @@ class RMSNorm(nnx.Module):
 class MLP(nnx.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 
-    def __init__(self, hidden_size: int, intermediate_size: int, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    def __init__(self, hidden_size: int, intermediate_size: int, *, dtype, param_dtype, rngs: nnx.Rngs,
+                 init_std: float = INIT_STD):
+        kw = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs, std=init_std)
         self.gate_proj = linear(hidden_size, intermediate_size, ("embed", "mlp"), **kw)
         self.up_proj = linear(hidden_size, intermediate_size, ("embed", "mlp"), **kw)
         self.down_proj = linear(intermediate_size, hidden_size, ("mlp", "embed"), **kw)
@@ -180,9 +183,9 @@ class DecoderLayer(nnx.Module):
         kw = dict(dtype=config.compute_dtype, param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
         self.self_attn = Attention(config.hidden_size, config.num_heads, config.num_kv_heads,
-                                   config.head_dim, **kw)
+                                   config.head_dim, init_std=config.initializer_range, **kw)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, **kw)
-        self.mlp = MLP(config.hidden_size, config.intermediate_size, **kw)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, init_std=config.initializer_range, **kw)
 
     def __call__(self, x, cos, sin, mask, kv=None, index=None):
         """x [B, T, D] -> ([B, T, D], updated (k, v) cache buffers or None)."""
@@ -216,7 +219,8 @@ class Qwen2(nnx.Module):
         dtype, param_dtype = config.compute_dtype, jnp.dtype(config.param_dtype)
         self.embed_tokens = nnx.Embed(
             config.vocab_size, config.hidden_size, dtype=dtype, param_dtype=param_dtype,
-            embedding_init=param_init(nnx.initializers.normal(INIT_STD), ("vocab", "embed")), rngs=rngs)
+            embedding_init=param_init(nnx.initializers.normal(config.initializer_range), ("vocab", "embed")),
+            rngs=rngs)
         self.layers = nnx.List([DecoderLayer(config, rngs=rngs) for _ in range(config.num_layers)])
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype,
                             param_dtype=param_dtype, rngs=rngs)
@@ -224,7 +228,8 @@ class Qwen2(nnx.Module):
         self.lm_head = None if config.tie_word_embeddings else nnx.Linear(
             config.hidden_size, config.vocab_size, use_bias=False, dtype=dtype, param_dtype=param_dtype,
             preferred_element_type=jnp.float32,
-            kernel_init=param_init(nnx.initializers.normal(INIT_STD), ("embed", "vocab")), rngs=rngs)
+            kernel_init=param_init(nnx.initializers.normal(config.initializer_range), ("embed", "vocab")),
+            rngs=rngs)
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
         """An empty KV cache for `batch` rows of up to `max_len` tokens (dtype: compute dtype)."""

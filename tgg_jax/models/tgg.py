@@ -131,8 +131,9 @@ class TinyGroundingGPT(nnx.Module):
         self.config = config
         self.clip = clip.CLIPVisionTower(config.clip, rngs=rngs)
         self.dinov2 = dinov2.Dinov2Tower(config.dinov2, rngs=rngs)
-        self.projector = Projector(config.visual_width, config.llm.hidden_size,
-                                   dtype=config.llm.dtype, rngs=rngs)
+        # The projector starts on the LLM's scale (initializer_range), as it writes into its embeddings.
+        self.projector = Projector(config.visual_width, config.llm.hidden_size, dtype=config.llm.dtype,
+                                   init_std=config.llm.initializer_range, rngs=rngs)
         self.llm = qwen2.Qwen2(config.llm, rngs=rngs)
 
     def visual_features(self, pixels: jax.Array) -> jax.Array:
