@@ -50,7 +50,7 @@ def topology_devices(topology: str, target_config: str = "") -> list:
     """Devices of an accelerator that need not be attached (JAX ahead-of-time compilation).
 
     "tpu:v5p:2x2x4" compiles for a v5p-32 slice on any host with libtpu installed;
-    "cuda:1x1x8" (slices x hosts x GPUs per host) for one 8-GPU node on any host with the
+    "cuda:1x1x8" (partitions x hosts x GPUs per host) for one 8-GPU node on any host with the
     jax-cuda12 plugin and the CUDA compiler wheels, given the GPU's GpuTargetConfigProto
     (`target_config`, a text file such as launch/gpu_targets/h100_sxm.txtpb).
     """
