@@ -120,8 +120,10 @@ def test_sharded_step_equals_single_device(data_dir, tmp_path):
     assert sharded.mesh.devices.size == 8
     trainer.train(sharded)
     a, b = params_of(single), params_of(sharded)
+    # Adam's first update is lr * g / (|g| + eps): where |g| is tiny, the sharded reduction order
+    # shows up at ~1e-6 (lr 2e-3); a wrong sharding would be off by ~lr.
     for name in a:
-        np.testing.assert_allclose(a[name], b[name], atol=2e-6, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5, rtol=1e-5, err_msg=name)
     q = sharded.state.trainable["llm"]["layers"][0]["self_attn"]["q_proj"]["kernel"]
     assert q.get_value().sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
 
