@@ -99,13 +99,15 @@ def image_reliance(run, eval_step, state, records: list[dict], batch_size: int) 
         by_task.setdefault(r["task"], []).append(
             pipeline.encode_example(spec_record, run.tokenizer, run.example_spec))
 
+    pad_id = run.tokenizer.endoftext_id
+    filler = pipeline._empty_example(run.example_spec, pad_id)  # as make_eval_batches fills its batches
+
     def mean_loss(examples: list[dict]) -> float:
         total = count = 0.0
         for i in range(0, len(examples), batch_size):
             chunk = examples[i:i + batch_size]
-            no_loss = chunk[-1] | {"loss_mask": np.zeros_like(chunk[-1]["loss_mask"])}
-            chunk = chunk + [no_loss] * (batch_size - len(chunk))  # one compiled batch shape
-            batch = pipeline.pad_batch(chunk, tuple(run.config.data.buckets), run.tokenizer.endoftext_id)
+            chunk = chunk + [filler] * (batch_size - len(chunk))  # one compiled batch shape
+            batch = pipeline.pad_batch(chunk, tuple(run.config.data.buckets), pad_id)
             s, c = eval_step(state, pipeline.to_global(batch, run.mesh))
             total, count = total + float(s), count + float(c)
         return total / max(count, 1.0)
