@@ -6,7 +6,8 @@ against training wall time, written to a JSON file and a plot.
 The run is an ordinary training run (it resumes); every --eval_every steps training pauses, the
 model answers --examples REC questions of the validation split by greedy generation, and the
 point (training seconds, step, acc@0.5, mean IoU) is appended. Evaluation time is not counted
-as training time. At the end the run gets the main command's final evaluation (DIR/eval/). Chance for a constant box is about 2 % (tgg_jax/data/shapes.py).
+as training time. At the end the run gets the main command's final evaluation (DIR/eval/).
+Chance for a constant box is about 2 % (tgg_jax/data/shapes.py).
 """
 
 from __future__ import annotations
