@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from tgg_jax.data.shapes import yesno_target  # noqa: E402
 from tgg_jax.models import qwen2  # noqa: E402
 from tgg_jax.models.projector import Projector  # noqa: E402
 
@@ -57,14 +58,8 @@ def scene(rng, grid, alpha, positions):
 
 
 def yesno_question(rng, shapes, positive):
-    present = set(shapes)
-    if positive:
-        colour, kind = sorted(present)[rng.integers(len(present))]
-    else:
-        kinds = sorted({k for _, k in present})
-        kind = kinds[rng.integers(len(kinds))] if rng.random() < 0.5 else int(rng.integers(KINDS))
-        absent = [c for c in range(COLOURS) if (c, kind) not in present]
-        colour = absent[rng.integers(len(absent))]
+    """tgg_shapes' own choice of what to ask (hard negatives included), on colour / kind ids."""
+    colour, kind = yesno_target(set(shapes), range(COLOURS), range(KINDS), rng, positive)
     return [IS, colour, COLOURS + kind, IN], YES if positive else NO
 
 

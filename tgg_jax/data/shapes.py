@@ -245,19 +245,25 @@ def _box_text(scene: Scene, shape: Shape) -> str:
     return coords.format_box(coords.pixel_to_square(shape.box, scene.width, scene.height))
 
 
+def yesno_target(present: set, colors, kinds, rng: np.random.Generator, positive: bool):
+    """The (colour, kind) a yes/no question asks about, given the scene's `present` pairs: one of
+    them if `positive`, else an absent pair, half of the time a hard negative (a kind that is
+    present, in a colour it lacks here). Works on any colour / kind values (names or ids)."""
+    if positive:
+        return sorted(present)[rng.integers(len(present))]
+    kinds_here = sorted({k for _, k in present})
+    if rng.random() < 0.5:
+        kind = kinds_here[rng.integers(len(kinds_here))]
+    else:
+        kind = kinds[rng.integers(len(kinds))]
+    absent = [c for c in colors if (c, kind) not in present]
+    return absent[rng.integers(len(absent))], kind
+
+
 def _yesno_turn(scene: Scene, rng: np.random.Generator, positive: bool):
     """(question, answer) for a POPE-style 'Is there a {colour} {kind}' question."""
     present = {(s.color, s.kind) for s in scene.shapes}
-    if positive:
-        color, kind = sorted(present)[rng.integers(len(present))]
-    else:
-        kinds_here = sorted({k for _, k in present})
-        if rng.random() < 0.5:  # hard negative: a kind that is present, in a colour it lacks here
-            kind = kinds_here[rng.integers(len(kinds_here))]
-        else:
-            kind = KINDS[rng.integers(len(KINDS))]
-        absent = [c for c in COLORS if (c, kind) not in present]
-        color = absent[rng.integers(len(absent))]
+    color, kind = yesno_target(present, list(COLORS), KINDS, rng, positive)
     question = f"Is there {_article(color)} {color} {kind} in the image?{YESNO_SUFFIX}"
     return question, "Yes" if positive else "No"
 
