@@ -13,6 +13,10 @@ interaction predicts them. Tasks (--mix name:weight,...):
     text      the same question over the scene written as words ("c k , c k , ..."), no image
     attribute "what colour is the KIND" / "what kind is the COLOUR one" (unique answers), with the
               looked-up word where yes/no has it; its answer can be read off one matched cell
+    easy      yes/no with POPE's "random" negatives (any absent pair) and no per-image balance, so
+              presence alone predicts much of it (evaluation stays the balanced hard version)
+    list      "what is here" -> the colours present, then the kinds present (sorted): answers that
+              follow from the image alone, no question to compare with
 
 Prints held-out yes/no accuracy (512 image questions) every 100 steps.
 
@@ -42,7 +46,8 @@ COLOURS, KINDS, FEATURES = 6, 5, 32
 # Token ids: colours 0-5, kinds 6-10, then the words below, fillers from FILLER on.
 YES, NO, IS, IN, COMMA, WHAT, THING, ANSWER, EOS, IMAGE, FILLER = range(11, 22)
 VOCAB = 64
-QUESTION_TOKENS = 24  # room after the image for the question, answer and padding
+QUESTION_WORDS = 4  # every question is 4 tokens: [IS, COLOUR, KIND, IN] and the like
+QUESTION_TOKENS = 32  # room after the image for the question, answer and padding
 
 
 def scene(rng, grid, alpha, positions):
@@ -63,6 +68,17 @@ def yesno_question(rng, shapes, positive):
     return [IS, colour, COLOURS + kind, IN], YES if positive else NO
 
 
+def easy_yesno_question(rng, shapes):
+    """POPE "random": a present pair, or any absent pair, each half the time."""
+    present = sorted(set(shapes))
+    if rng.random() < 0.5:
+        colour, kind = present[rng.integers(len(present))]
+        return [IS, colour, COLOURS + kind, IN], YES
+    absent = [(c, k) for c in range(COLOURS) for k in range(KINDS) if (c, k) not in present]
+    colour, kind = absent[rng.integers(len(absent))]
+    return [IS, colour, COLOURS + kind, IN], NO
+
+
 def attribute_question(rng, shapes):
     """(question, answer) for an attribute with a unique value, or None."""
     options = []
@@ -79,14 +95,22 @@ def example(rng, task, args, positions):
     features, shapes = scene(rng, args.grid, args.alpha, positions)
     context = [IMAGE] * args.grid ** 2
     qa = attribute_question(rng, shapes) if task == "attribute" else None
+    if task == "easy":
+        qa = easy_yesno_question(rng, shapes)
     if qa is None:
         qa = yesno_question(rng, shapes, bool(rng.random() < 0.5))
     if task == "text":
         context = sum(([c, COLOURS + k, COMMA] for c, k in shapes), [])
-    question, answer = qa
+    question, answer = qa[0], [qa[1]]
+    if task == "list":
+        question = [WHAT, THING, THING, IN]
+        answer = sorted({c for c, _ in shapes}) + sorted({COLOURS + k for _, k in shapes})
     prompt = [FILLER + i % (VOCAB - FILLER) for i in range(args.filler)]
-    ids = prompt + context + question + [ANSWER, answer, EOS]
-    labels = [-1] * (len(ids) - 3) + [answer, EOS, -1]  # predicted at ANSWER and at the answer
+    # Image then question, SPEC's template order, unless --question_first.
+    parts = question + context if args.question_first else context + question
+    ids = prompt + parts + [ANSWER] + answer + [EOS]
+    # Predicted from ANSWER on: every answer token, then EOS.
+    labels = [-1] * (len(ids) - len(answer) - 2) + answer + [EOS, -1]
     length = args.filler + args.grid ** 2 + QUESTION_TOKENS
     pad = length - len(ids)
     return (np.array(ids + [0] * pad), np.array(labels + [-1] * pad), features, task != "text")
@@ -102,11 +126,13 @@ def make_batch(rng, size, args, positions, task=None):
 class Toy(nnx.Module):
     def __init__(self, args, rngs):
         config = qwen2.Qwen2Config(vocab_size=VOCAB, hidden_size=args.hidden, intermediate_size=3 * args.hidden,
-                                   num_layers=args.layers, num_heads=4, num_kv_heads=2, tie_word_embeddings=True,
-                                   max_position_embeddings=256, dtype="float32", initializer_range=args.init_std)
+                                   num_layers=args.layers, num_heads=args.heads, num_kv_heads=2, tie_word_embeddings=True,
+                                   max_position_embeddings=256, rope_theta=args.rope_theta, dtype="float32",
+                                   initializer_range=args.init_std)
         self.llm = qwen2.Qwen2(config, rngs=rngs)
         self.projector = Projector(FEATURES, args.hidden, rngs=rngs, init_std=args.init_std)
-        self.image_start, self.image_tokens = args.filler, args.grid ** 2
+        self.image_start = args.filler + (QUESTION_WORDS if args.question_first else 0)
+        self.image_tokens = args.grid ** 2
 
     def __call__(self, ids, features, uses_image):
         embeds = self.llm.embed(ids)
@@ -119,7 +145,7 @@ class Toy(nnx.Module):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mix", default="yesno:1", help="task:weight,... of yesno, text, attribute")
+    p.add_argument("--mix", default="yesno:1", help="task:weight,... of yesno, text, attribute, easy, list")
     p.add_argument("--grid", type=int, default=8, help="image tokens per side (tiny default: 8)")
     p.add_argument("--alpha", type=float, default=1.0, help="attribute signal against noise 0.5")
     p.add_argument("--filler", type=int, default=12, help="tokens before the image (system prompt)")
@@ -129,12 +155,21 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--question_first", action="store_true",
+                   help="question before the image tokens (the image can then attend to it)")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--rope_theta", type=float, default=1e6, help="Qwen2.5 uses 1e6")
+    p.add_argument("--adam_b2", type=float, default=0.999)
+    p.add_argument("--weight_decay", type=float, default=0.0)
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
     args = p.parse_args()
     args.mix = [(name, float(w)) for name, w in (item.split(":") for item in args.mix.split(","))]
 
     positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * 0.5
     model = Toy(args, nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, optax.adamw(args.lr, weight_decay=0.0), wrt=nnx.Param)
+    lr = optax.linear_schedule(0.0, args.lr, args.warmup) if args.warmup else args.lr
+    optimizer = nnx.Optimizer(model, optax.adamw(lr, b2=args.adam_b2, weight_decay=args.weight_decay),
+                              wrt=nnx.Param)
 
     @nnx.jit
     def train_step(model, optimizer, ids, labels, features, uses_image):
