@@ -50,14 +50,22 @@ QUESTION_WORDS = 4  # every question is 4 tokens: [IS, COLOUR, KIND, IN] and the
 QUESTION_TOKENS = 32  # room after the image for the question, answer and padding
 
 
-def scene(rng, grid, alpha, positions):
-    """Features [grid*grid, FEATURES] and the (colour, kind) pairs of 2-5 shapes, left to right."""
+def scene(rng, grid, alpha, positions, word_cells=False):
+    """Features [grid*grid, FEATURES] and the (colour, kind) pairs of 2-5 shapes, left to right.
+
+    word_cells: columns 0 and 1 instead hold token ids (a shape's colour and kind; COMMA twice for
+    an empty cell), which the model embeds with the LLM's own table: image tokens already aligned
+    with the words of the question."""
     n = int(rng.integers(2, 6))
     cells = rng.choice(grid * grid, n, replace=False)
     colour, kind = rng.integers(0, COLOURS, n), rng.integers(0, KINDS, n)
-    features = rng.normal(size=(grid * grid, FEATURES)).astype(np.float32) * 0.5 + positions
-    features[cells, colour] += alpha
-    features[cells, COLOURS + kind] += alpha
+    if word_cells:
+        features = np.full((grid * grid, FEATURES), COMMA, np.float32)
+        features[cells, 0], features[cells, 1] = colour, COLOURS + kind
+    else:
+        features = rng.normal(size=(grid * grid, FEATURES)).astype(np.float32) * 0.5 + positions
+        features[cells, colour] += alpha
+        features[cells, COLOURS + kind] += alpha
     order = np.argsort(cells % grid * grid + cells // grid)
     return features, [(int(colour[i]), int(kind[i])) for i in order]
 
@@ -92,7 +100,7 @@ def attribute_question(rng, shapes):
 
 def example(rng, task, args, positions):
     """(ids [T], labels [T] with -1 where no loss, features, uses_image)."""
-    features, shapes = scene(rng, args.grid, args.alpha, positions)
+    features, shapes = scene(rng, args.grid, args.alpha, positions, args.word_cells)
     context = [IMAGE] * args.grid ** 2
     qa = attribute_question(rng, shapes) if task == "attribute" else None
     if task == "easy":
@@ -133,11 +141,17 @@ class Toy(nnx.Module):
         self.projector = Projector(FEATURES, args.hidden, rngs=rngs, init_std=args.init_std)
         self.image_start = args.filler + (QUESTION_WORDS if args.question_first else 0)
         self.image_tokens = args.grid ** 2
+        self.word_cells = args.word_cells
 
     def __call__(self, ids, features, uses_image):
         embeds = self.llm.embed(ids)
         s, n = self.image_start, self.image_tokens
-        image = jnp.where(uses_image[:, None, None], self.projector(features), embeds[:, s:s + n])
+        if self.word_cells:
+            words = features[..., :2].astype(jnp.int32)
+            cells = self.llm.embed(words[..., 0]) + self.llm.embed(words[..., 1])
+        else:
+            cells = self.projector(features)
+        image = jnp.where(uses_image[:, None, None], cells, embeds[:, s:s + n])
         embeds = embeds.at[:, s:s + n].set(image)  # text rows have no image: unchanged there
         positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
         return self.llm(inputs_embeds=embeds, positions=positions, segment_ids=jnp.ones_like(ids))[0]
@@ -157,6 +171,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--question_first", action="store_true",
                    help="question before the image tokens (the image can then attend to it)")
+    p.add_argument("--word_cells", action="store_true",
+                   help="cells as summed word embeddings of their colour and kind (no projector)")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--rope_theta", type=float, default=1e6, help="Qwen2.5 uses 1e6")
     p.add_argument("--adam_b2", type=float, default=0.999)
