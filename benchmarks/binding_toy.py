@@ -178,23 +178,28 @@ def main() -> None:
     p.add_argument("--adam_b2", type=float, default=0.999)
     p.add_argument("--weight_decay", type=float, default=0.0)
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--align_steps", type=int, default=0,
+                   help="first train only the projector (LLM frozen) this many steps on --align_mix")
+    p.add_argument("--align_mix", default="list:1")
     args = p.parse_args()
-    args.mix = [(name, float(w)) for name, w in (item.split(":") for item in args.mix.split(","))]
+    parse_mix = lambda text: [(name, float(w)) for name, w in (item.split(":") for item in text.split(","))]  # noqa: E731
+    args.mix, args.align_mix = parse_mix(args.mix), parse_mix(args.align_mix)
 
     positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * 0.5
     model = Toy(args, nnx.Rngs(0))
     lr = optax.linear_schedule(0.0, args.lr, args.warmup) if args.warmup else args.lr
-    optimizer = nnx.Optimizer(model, optax.adamw(lr, b2=args.adam_b2, weight_decay=args.weight_decay),
-                              wrt=nnx.Param)
 
-    @nnx.jit
-    def train_step(model, optimizer, ids, labels, features, uses_image):
+    def make_optimizer(wrt):
+        return nnx.Optimizer(model, optax.adamw(lr, b2=args.adam_b2, weight_decay=args.weight_decay), wrt=wrt)
+
+    @nnx.jit(static_argnames="wrt")
+    def train_step(model, optimizer, ids, labels, features, uses_image, wrt=nnx.Param):
         def loss_fn(model):
             logits = model(ids, features, uses_image)
             mask = labels >= 0
             losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
             return (losses * mask).sum() / mask.sum()
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt))(model)
         optimizer.update(model, grads)
         return loss
 
@@ -208,6 +213,16 @@ def main() -> None:
     rng = np.random.default_rng(0)
     held_out = make_batch(np.random.default_rng(99), 512, args, positions, task="yesno")
     start = time.time()
+    if args.align_steps:
+        # Stage 1 in miniature: only the projector learns, the LLM stays at its init.
+        projector_only = nnx.All(nnx.Param, nnx.PathContains("projector"))
+        optimizer, main_mix, args.mix = make_optimizer(projector_only), args.mix, args.align_mix
+        for step in range(1, args.align_steps + 1):
+            loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions), wrt=projector_only)
+            if step % 100 == 0:
+                print(f"align step {step} loss {float(loss):.3f} ({time.time() - start:.0f} s)", flush=True)
+        args.mix = main_mix
+    optimizer = make_optimizer(nnx.Param)
     for step in range(1, args.steps + 1):
         loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions))
         if step % 100 == 0:
