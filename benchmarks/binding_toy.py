@@ -157,6 +157,11 @@ class Toy(nnx.Module):
         return self.llm(inputs_embeds=embeds, positions=positions, segment_ids=jnp.ones_like(ids))[0]
 
 
+def parse_mix(text: str) -> list[tuple[str, float]]:
+    """"yesno:1,list:2" -> [("yesno", 1.0), ("list", 2.0)]."""
+    return [(name, float(weight)) for name, weight in (item.split(":") for item in text.split(","))]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mix", default="yesno:1", help="task:weight,... of yesno, text, attribute, easy, list")
@@ -182,7 +187,6 @@ def main() -> None:
                    help="first train only the projector (LLM frozen) this many steps on --align_mix")
     p.add_argument("--align_mix", default="list:1")
     args = p.parse_args()
-    parse_mix = lambda text: [(name, float(w)) for name, w in (item.split(":") for item in text.split(","))]  # noqa: E731
     args.mix, args.align_mix = parse_mix(args.mix), parse_mix(args.align_mix)
 
     positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * 0.5
