@@ -110,7 +110,7 @@ def example(rng, task, args, positions):
     if task == "text":
         context = sum(([c, COLOURS + k, COMMA] for c, k in shapes), [])
     question, answer = qa[0], [qa[1]]
-    if task == "list":
+    if task == "list":  # replaces the yes/no drawn above (kept: the measured runs' data stream)
         question = [WHAT, THING, THING, IN]
         answer = sorted({c for c, _ in shapes}) + sorted({COLOURS + k for _, k in shapes})
     prompt = [FILLER + i % (VOCAB - FILLER) for i in range(args.filler)]
@@ -124,8 +124,9 @@ def example(rng, task, args, positions):
     return (np.array(ids + [0] * pad), np.array(labels + [-1] * pad), features, task != "text")
 
 
-def make_batch(rng, size, args, positions, task=None):
-    names, weights = zip(*args.mix)
+def make_batch(rng, size, args, positions, task=None, mix=None):
+    """`size` examples of `task`, or of tasks drawn from `mix` (default: --mix)."""
+    names, weights = zip(*(mix or args.mix))
     p = np.array(weights) / sum(weights)
     rows = [example(rng, task or names[rng.choice(len(names), p=p)], args, positions) for _ in range(size)]
     return tuple(jnp.asarray(np.stack(column)) for column in zip(*rows))
@@ -220,12 +221,12 @@ def main() -> None:
     if args.align_steps:
         # Stage 1 in miniature: only the projector learns, the LLM stays at its init.
         projector_only = nnx.All(nnx.Param, nnx.PathContains("projector"))
-        optimizer, main_mix, args.mix = make_optimizer(projector_only), args.mix, args.align_mix
+        optimizer = make_optimizer(projector_only)
         for step in range(1, args.align_steps + 1):
-            loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions), wrt=projector_only)
+            batch = make_batch(rng, args.batch, args, positions, mix=args.align_mix)
+            loss = train_step(model, optimizer, *batch, wrt=projector_only)
             if step % 100 == 0:
                 print(f"align step {step} loss {float(loss):.3f} ({time.time() - start:.0f} s)", flush=True)
-        args.mix = main_mix
     optimizer = make_optimizer(nnx.Param)
     for step in range(1, args.steps + 1):
         loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions))
