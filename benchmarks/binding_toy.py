@@ -17,6 +17,11 @@ interaction predicts them. Tasks (--mix name:weight,...):
               presence alone predicts much of it (evaluation stays the balanced hard version)
     list      "what is here" -> the colours present, then the kinds present (sorted): answers that
               follow from the image alone, no question to compare with
+    text_list `list` over the scene in words
+
+Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --align_steps
+(projector only, --align_mix), then --steps on --mix with everything trained. The cells can
+also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them (--soft_words).
 
 Prints held-out yes/no accuracy (512 image questions) every 100 steps.
 
@@ -50,7 +55,7 @@ QUESTION_WORDS = 4  # every question is 4 tokens: [IS, COLOUR, KIND, IN] and the
 QUESTION_TOKENS = 32  # room after the image for the question, answer and padding
 
 
-def scene(rng, grid, alpha, positions, word_cells=False):
+def scene(rng, grid, alpha, positions, word_cells=False, noise=0.5):
     """Features [grid*grid, FEATURES] and the (colour, kind) pairs of 2-5 shapes, left to right.
 
     word_cells: columns 0 and 1 instead hold token ids (a shape's colour and kind; COMMA twice for
@@ -63,7 +68,7 @@ def scene(rng, grid, alpha, positions, word_cells=False):
         features = np.full((grid * grid, FEATURES), COMMA, np.float32)
         features[cells, 0], features[cells, 1] = colour, COLOURS + kind
     else:
-        features = rng.normal(size=(grid * grid, FEATURES)).astype(np.float32) * 0.5 + positions
+        features = rng.normal(size=(grid * grid, FEATURES)).astype(np.float32) * noise + positions
         features[cells, colour] += alpha
         features[cells, COLOURS + kind] += alpha
     order = np.argsort(cells % grid * grid + cells // grid)
@@ -100,14 +105,16 @@ def attribute_question(rng, shapes):
 
 def example(rng, task, args, positions):
     """(ids [T], labels [T] with -1 where no loss, features, uses_image)."""
-    features, shapes = scene(rng, args.grid, args.alpha, positions, args.word_cells)
+    features, shapes = scene(rng, args.grid, args.alpha, positions, args.word_cells, args.noise)
     context = [IMAGE] * args.grid ** 2
+    in_words = task.startswith("text")  # "text" is yes/no, "text_list" list, over the scene in words
+    task = {"text": "yesno", "text_list": "list"}.get(task, task)
     qa = attribute_question(rng, shapes) if task == "attribute" else None
     if task == "easy":
         qa = easy_yesno_question(rng, shapes)
     if qa is None:
         qa = yesno_question(rng, shapes, bool(rng.random() < 0.5))
-    if task == "text":
+    if in_words:
         context = sum(([c, COLOURS + k, COMMA] for c, k in shapes), [])
     question, answer = qa[0], [qa[1]]
     if task == "list":  # replaces the yes/no drawn above (kept: the measured runs' data stream)
@@ -121,7 +128,7 @@ def example(rng, task, args, positions):
     labels = [-1] * (len(ids) - len(answer) - 2) + answer + [EOS, -1]
     length = args.filler + args.grid ** 2 + QUESTION_TOKENS
     pad = length - len(ids)
-    return (np.array(ids + [0] * pad), np.array(labels + [-1] * pad), features, task != "text")
+    return (np.array(ids + [0] * pad), np.array(labels + [-1] * pad), features, not in_words)
 
 
 def make_batch(rng, size, args, positions, task=None, mix=None):
@@ -143,19 +150,46 @@ class Toy(nnx.Module):
         self.image_start = args.filler + (QUESTION_WORDS if args.question_first else 0)
         self.image_tokens = args.grid ** 2
         self.word_cells = args.word_cells
+        # --soft_words: each cell is a mixture of the LLM's word embeddings (two softmaxes over
+        # the vocabulary, for colour and kind), chosen by a learned map of its features.
+        self.to_words = (nnx.Linear(FEATURES, 2 * VOCAB, rngs=rngs,
+                                    kernel_init=nnx.initializers.normal(args.init_std))
+                         if args.soft_words else None)
+        # --untied_cells: the cells' word vectors come from a table of their own, not the LLM's.
+        self.cell_table = (nnx.Embed(VOCAB, args.hidden, rngs=rngs,
+                                     embedding_init=nnx.initializers.normal(args.init_std))
+                           if args.untied_cells else None)
 
     def __call__(self, ids, features, uses_image):
         embeds = self.llm.embed(ids)
         s, n = self.image_start, self.image_tokens
         if self.word_cells:
             words = features[..., :2].astype(jnp.int32)
-            cells = self.llm.embed(words[..., 0]) + self.llm.embed(words[..., 1])
+            embed = self.cell_table or self.llm.embed
+            cells = embed(words[..., 0]) + embed(words[..., 1])
+        elif self.to_words is not None:
+            weights = jax.nn.softmax(self.to_words(features).reshape(*features.shape[:-1], 2, VOCAB))
+            cells = (weights @ self.llm.embed_tokens.embedding[...]).sum(-2)
         else:
             cells = self.projector(features)
         image = jnp.where(uses_image[:, None, None], cells, embeds[:, s:s + n])
         embeds = embeds.at[:, s:s + n].set(image)  # text rows have no image: unchanged there
         positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
         return self.llm(inputs_embeds=embeds, positions=positions, segment_ids=jnp.ones_like(ids))[0]
+
+
+def mimetic_init(llm, gain: float) -> None:
+    """Every query head starts as its key head times `gain` (so W_q W_k^T is positive
+    semi-definite): at init a token attends most to tokens like itself, in the spirit of
+    Trockman & Kolter's mimetic initialisation (2023), here W_q W_k^T ~ W_k W_k^T."""
+    for layer in llm.layers:
+        attn = layer.self_attn
+        group = attn.num_heads // attn.num_kv_heads
+        k = attn.k_proj.kernel[...] * gain
+        hidden = k.shape[0]
+        q = jnp.repeat(k.reshape(hidden, attn.num_kv_heads, attn.head_dim), group, axis=1)
+        attn.k_proj.kernel[...] = k
+        attn.q_proj.kernel[...] = q.reshape(hidden, attn.num_heads * attn.head_dim)
 
 
 def parse_mix(text: str) -> list[tuple[str, float]]:
@@ -168,6 +202,8 @@ def main() -> None:
     p.add_argument("--mix", default="yesno:1", help="task:weight,... of yesno, text, attribute, easy, list")
     p.add_argument("--grid", type=int, default=8, help="image tokens per side (tiny default: 8)")
     p.add_argument("--alpha", type=float, default=1.0, help="attribute signal against noise 0.5")
+    p.add_argument("--noise", type=float, default=0.5, help="per-cell feature noise (std)")
+    p.add_argument("--position_scale", type=float, default=0.5, help="std of the fixed position vectors")
     p.add_argument("--filler", type=int, default=12, help="tokens before the image (system prompt)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
@@ -179,19 +215,31 @@ def main() -> None:
                    help="question before the image tokens (the image can then attend to it)")
     p.add_argument("--word_cells", action="store_true",
                    help="cells as summed word embeddings of their colour and kind (no projector)")
+    p.add_argument("--untied_cells", action="store_true",
+                   help="with --word_cells: a separate embedding table for the cells")
+    p.add_argument("--soft_words", action="store_true",
+                   help="cells as learned mixtures of the LLM's word embeddings (no MLP projector)")
+    p.add_argument("--seed", type=int, default=0, help="model init and training data stream")
+    p.add_argument("--mimetic", type=float, default=0.0,
+                   help="query heads start equal to their key heads times this gain (0: off)")
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--rope_theta", type=float, default=1e6, help="Qwen2.5 uses 1e6")
     p.add_argument("--adam_b2", type=float, default=0.999)
     p.add_argument("--weight_decay", type=float, default=0.0)
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
+    p.add_argument("--text_steps", type=int, default=0,
+                   help="first train only the LLM this many steps on --text_mix (scenes in words)")
+    p.add_argument("--text_mix", default="text:1,text_list:1")
     p.add_argument("--align_steps", type=int, default=0,
                    help="first train only the projector (LLM frozen) this many steps on --align_mix")
     p.add_argument("--align_mix", default="list:1")
     args = p.parse_args()
-    args.mix, args.align_mix = parse_mix(args.mix), parse_mix(args.align_mix)
+    args.mix, args.align_mix, args.text_mix = (parse_mix(m) for m in (args.mix, args.align_mix, args.text_mix))
 
-    positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * 0.5
-    model = Toy(args, nnx.Rngs(0))
+    positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * args.position_scale
+    model = Toy(args, nnx.Rngs(args.seed))
+    if args.mimetic:
+        mimetic_init(model.llm, args.mimetic)
     lr = optax.linear_schedule(0.0, args.lr, args.warmup) if args.warmup else args.lr
 
     def make_optimizer(wrt):
@@ -215,9 +263,21 @@ def main() -> None:
         predicted = jnp.where(logits[..., YES] > logits[..., NO], YES, NO)
         return ((predicted == labels) & asked).sum() / asked.sum()
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     held_out = make_batch(np.random.default_rng(99), 512, args, positions, task="yesno")
     start = time.time()
+    if args.text_steps:
+        # A text-pretrained LLM in miniature: the scene written as words, no projector.
+        held_out_text = make_batch(np.random.default_rng(98), 512, args, positions, task="text")
+        llm_only = nnx.All(nnx.Param, nnx.PathContains("llm"))
+        optimizer = make_optimizer(llm_only)
+        for step in range(1, args.text_steps + 1):
+            batch = make_batch(rng, args.batch, args, positions, mix=args.text_mix)
+            loss = train_step(model, optimizer, *batch, wrt=llm_only)
+            if step % 100 == 0:
+                accuracy = float(yesno_accuracy(model, *held_out_text))
+                print(f"text step {step} loss {float(loss):.3f} held-out text yes/no {accuracy:.3f} "
+                      f"({time.time() - start:.0f} s)", flush=True)
     if args.align_steps:
         # Stage 1 in miniature: only the projector learns, the LLM stays at its init.
         projector_only = nnx.All(nnx.Param, nnx.PathContains("projector"))
@@ -226,7 +286,9 @@ def main() -> None:
             batch = make_batch(rng, args.batch, args, positions, mix=args.align_mix)
             loss = train_step(model, optimizer, *batch, wrt=projector_only)
             if step % 100 == 0:
-                print(f"align step {step} loss {float(loss):.3f} ({time.time() - start:.0f} s)", flush=True)
+                accuracy = float(yesno_accuracy(model, *held_out))
+                print(f"align step {step} loss {float(loss):.3f} held-out yes/no {accuracy:.3f} "
+                      f"({time.time() - start:.0f} s)", flush=True)
     optimizer = make_optimizer(nnx.Param)
     for step in range(1, args.steps + 1):
         loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions))
