@@ -23,7 +23,8 @@ Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --ali
 (projector only, --align_mix), then --steps on --mix with everything trained. The cells can
 also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them (--soft_words).
 
-Prints held-out yes/no accuracy (512 image questions) every 100 steps.
+Prints held-out yes/no accuracy (512 image questions; in the text stage, 512 over the scene in
+words) every 100 steps.
 
     python benchmarks/binding_toy.py --grid 8 --alpha 1 --steps 600
 """
@@ -266,36 +267,27 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     held_out = make_batch(np.random.default_rng(99), 512, args, positions, task="yesno")
     start = time.time()
+
+    def stage(name, steps, mix, wrt, test):
+        """`steps` steps on `mix` updating only `wrt`, printing yes/no accuracy on `test`."""
+        optimizer = make_optimizer(wrt)
+        for step in range(1, steps + 1):
+            loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions, mix=mix), wrt=wrt)
+            if step % 100 == 0:
+                accuracy = float(yesno_accuracy(model, *test))
+                print(f"{name}step {step} loss {float(loss):.3f} held-out yes/no accuracy {accuracy:.3f} "
+                      f"({time.time() - start:.0f} s)", flush=True)
+
     if args.text_steps:
         # A text-pretrained LLM in miniature: the scene written as words, no projector.
         held_out_text = make_batch(np.random.default_rng(98), 512, args, positions, task="text")
-        llm_only = nnx.All(nnx.Param, nnx.PathContains("llm"))
-        optimizer = make_optimizer(llm_only)
-        for step in range(1, args.text_steps + 1):
-            batch = make_batch(rng, args.batch, args, positions, mix=args.text_mix)
-            loss = train_step(model, optimizer, *batch, wrt=llm_only)
-            if step % 100 == 0:
-                accuracy = float(yesno_accuracy(model, *held_out_text))
-                print(f"text step {step} loss {float(loss):.3f} held-out text yes/no {accuracy:.3f} "
-                      f"({time.time() - start:.0f} s)", flush=True)
+        stage("text ", args.text_steps, args.text_mix, nnx.All(nnx.Param, nnx.PathContains("llm")),
+              held_out_text)
     if args.align_steps:
-        # Stage 1 in miniature: only the projector learns, the LLM stays at its init.
-        projector_only = nnx.All(nnx.Param, nnx.PathContains("projector"))
-        optimizer = make_optimizer(projector_only)
-        for step in range(1, args.align_steps + 1):
-            batch = make_batch(rng, args.batch, args, positions, mix=args.align_mix)
-            loss = train_step(model, optimizer, *batch, wrt=projector_only)
-            if step % 100 == 0:
-                accuracy = float(yesno_accuracy(model, *held_out))
-                print(f"align step {step} loss {float(loss):.3f} held-out yes/no {accuracy:.3f} "
-                      f"({time.time() - start:.0f} s)", flush=True)
-    optimizer = make_optimizer(nnx.Param)
-    for step in range(1, args.steps + 1):
-        loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions))
-        if step % 100 == 0:
-            accuracy = float(yesno_accuracy(model, *held_out))
-            print(f"step {step} loss {float(loss):.3f} held-out yes/no accuracy {accuracy:.3f} "
-                  f"({time.time() - start:.0f} s)", flush=True)
+        # Stage 1 in miniature: only the projector learns, the LLM stays as it is.
+        stage("align ", args.align_steps, args.align_mix,
+              nnx.All(nnx.Param, nnx.PathContains("projector")), held_out)
+    stage("", args.steps, args.mix, nnx.Param, held_out)
 
 
 if __name__ == "__main__":
