@@ -21,7 +21,8 @@ interaction predicts them. Tasks (--mix name:weight,...):
 
 Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --align_steps
 (projector only, --align_mix), then --steps on --mix with everything trained. The cells can
-also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them (--soft_words).
+also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them (--soft_words),
+and attention can start mimetic (--mimetic). Results depend on the initialisation: compare --seed.
 
 Prints held-out yes/no accuracy (512 image questions; in the text stage, 512 over the scene in
 words) every 100 steps.
@@ -200,7 +201,7 @@ def parse_mix(text: str) -> list[tuple[str, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mix", default="yesno:1", help="task:weight,... of yesno, text, attribute, easy, list")
+    p.add_argument("--mix", default="yesno:1", help="task:weight,... of yesno, text, attribute, easy, list, text_list")
     p.add_argument("--grid", type=int, default=8, help="image tokens per side (tiny default: 8)")
     p.add_argument("--alpha", type=float, default=1.0, help="attribute signal against noise 0.5")
     p.add_argument("--noise", type=float, default=0.5, help="per-cell feature noise (std)")
