@@ -20,7 +20,7 @@ interaction predicts them. Tasks (--mix name:weight,...):
     text_list `list` over the scene in words
 
 Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --align_steps
-(projector only, --align_mix), then --steps on --mix with everything trained. The cells can
+(image side only, --align_mix), then --steps on --mix with everything trained. The cells can
 also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them (--soft_words),
 and attention can start mimetic (--mimetic). Results depend on the initialisation: compare --seed.
 
@@ -233,7 +233,7 @@ def main() -> None:
                    help="first train only the LLM this many steps on --text_mix (scenes in words)")
     p.add_argument("--text_mix", default="text:1,text_list:1")
     p.add_argument("--align_steps", type=int, default=0,
-                   help="first train only the projector (LLM frozen) this many steps on --align_mix")
+                   help="first train only the image side (LLM frozen) this many steps on --align_mix")
     p.add_argument("--align_mix", default="list:1")
     args = p.parse_args()
     args.mix, args.align_mix, args.text_mix = (parse_mix(m) for m in (args.mix, args.align_mix, args.text_mix))
@@ -285,9 +285,10 @@ def main() -> None:
         stage("text ", args.text_steps, args.text_mix, nnx.All(nnx.Param, nnx.PathContains("llm")),
               held_out_text)
     if args.align_steps:
-        # Stage 1 in miniature: only the projector learns, the LLM stays as it is.
+        # Stage 1 in miniature: only the image side learns (the projector, or --soft_words' map
+        # or --untied_cells' table), the LLM stays as it is.
         stage("align ", args.align_steps, args.align_mix,
-              nnx.All(nnx.Param, nnx.PathContains("projector")), held_out)
+              nnx.All(nnx.Param, nnx.Not(nnx.PathContains("llm"))), held_out)
     stage("", args.steps, args.mix, nnx.Param, held_out)
 
 
