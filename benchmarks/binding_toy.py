@@ -17,15 +17,21 @@ interaction predicts them. Tasks (--mix name:weight,...):
               presence alone predicts much of it (evaluation stays the balanced hard version)
     list      "what is here" -> the colours present, then the kinds present (sorted): answers that
               follow from the image alone, no question to compare with
-    text_list `list` over the scene in words
+    text_list `list` over the scene in words (any task prefixed `text_` runs over the words)
+    presence  "is there a COLOUR thing" / "is there a KIND": one attribute, no conjunction
+    copy      "what is the word here" -> the question's colour or kind word (no image needed)
+    equal     "are these two colour words the same" (no image): the bare comparison
+    where     REC in miniature: "where is the COLOUR KIND" -> its row and column tokens
 
 Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --align_steps
-(image side only, --align_mix), then --steps on --mix with everything trained. The cells can
+(image side only, --align_mix), --pre_steps (everything, --pre_mix: a curriculum), then --steps
+on --mix with everything trained. --question_loss adds next-token loss on the question's words. The cells can
 also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them (--soft_words),
 and attention can start mimetic (--mimetic). Results depend on the initialisation: compare --seed.
 
 Prints held-out yes/no accuracy (512 image questions; in the text stage, 512 over the scene in
-words) every 100 steps.
+words) every 100 steps, and with --probe TASK the held-out accuracy on 512 questions of that task
+(answer-token accuracy for where / attribute / copy / list).
 
     python benchmarks/binding_toy.py --grid 8 --alpha 1 --steps 600
 """
@@ -53,6 +59,7 @@ COLOURS, KINDS, FEATURES = 6, 5, 32
 # Token ids: colours 0-5, kinds 6-10, then the words below, fillers from FILLER on.
 YES, NO, IS, IN, COMMA, WHAT, THING, ANSWER, EOS, IMAGE, FILLER = range(11, 22)
 VOCAB = 64
+ROW, COLUMN = 40, 48  # "where" answers: row / column tokens (ids fillers never reach; grid <= 8)
 QUESTION_WORDS = 4  # every question is 4 tokens: [IS, COLOUR, KIND, IN] and the like
 QUESTION_TOKENS = 32  # room after the image for the question, answer and padding
 
@@ -74,7 +81,7 @@ def scene(rng, grid, alpha, positions, word_cells=False, noise=0.5):
         features[cells, colour] += alpha
         features[cells, COLOURS + kind] += alpha
     order = np.argsort(cells % grid * grid + cells // grid)
-    return features, [(int(colour[i]), int(kind[i])) for i in order]
+    return features, [(int(colour[i]), int(kind[i])) for i in order], [int(cells[i]) for i in order]
 
 
 def yesno_question(rng, shapes, positive):
@@ -94,6 +101,46 @@ def easy_yesno_question(rng, shapes):
     return [IS, colour, COLOURS + kind, IN], NO
 
 
+def presence_question(rng, shapes):
+    """One attribute only: "is there a COLOUR thing" / "is there a KIND", balanced yes/no. Its
+    answer needs the question x image interaction, but no conjunction of two attributes."""
+    colours, kinds = {c for c, _ in shapes}, {COLOURS + k for _, k in shapes}
+    present, universe = ((colours, range(COLOURS)) if rng.random() < 0.5 or len(kinds) == KINDS
+                         else (kinds, range(COLOURS, COLOURS + KINDS)))
+    positive = rng.random() < 0.5
+    pool = sorted(present) if positive else [v for v in universe if v not in present]
+    word = pool[rng.integers(len(pool))]
+    question = [IS, word, THING, IN] if word < COLOURS else [IS, THING, word, IN]
+    return question, YES if positive else NO
+
+
+def copy_question(rng):
+    """"what is the word in this question" -> that colour or kind word, where presence and yes/no
+    questions have theirs: teaches the answer position to gather the question (no image needed)."""
+    word = int(rng.integers(COLOURS + KINDS))
+    return ([WHAT, word, THING, IN] if word < COLOURS else [WHAT, THING, word, IN]), word
+
+
+def equal_question(rng):
+    """"are these two colour words the same" (balanced), no image: the bare comparison that
+    yes/no needs once the looked-up and the asked-about colour sit in the answer position."""
+    first = int(rng.integers(COLOURS))
+    positive = rng.random() < 0.5
+    second = first if positive else int((first + rng.integers(1, COLOURS)) % COLOURS)
+    return [IS, first, THING, second], YES if positive else NO
+
+
+def where_question(rng, shapes, cells, grid):
+    """REC in miniature: "where is the COLOUR KIND" -> its row and column tokens, for a pair that
+    is unique in the scene (or None). Found by its two words, read off by its position."""
+    unique = [i for i, pair in enumerate(shapes) if shapes.count(pair) == 1]
+    if not unique:
+        return None
+    i = unique[rng.integers(len(unique))]
+    colour, kind = shapes[i]
+    return [WHAT, colour, COLOURS + kind, IN], [ROW + cells[i] // grid, COLUMN + cells[i] % grid]
+
+
 def attribute_question(rng, shapes):
     """(question, answer) for an attribute with a unique value, or None."""
     options = []
@@ -107,18 +154,26 @@ def attribute_question(rng, shapes):
 
 def example(rng, task, args, positions):
     """(ids [T], labels [T] with -1 where no loss, features, uses_image)."""
-    features, shapes = scene(rng, args.grid, args.alpha, positions, args.word_cells, args.noise)
+    features, shapes, cells = scene(rng, args.grid, args.alpha, positions, args.word_cells, args.noise)
     context = [IMAGE] * args.grid ** 2
     in_words = task.startswith("text")  # "text" is yes/no, "text_list" list, over the scene in words
-    task = {"text": "yesno", "text_list": "list"}.get(task, task)
+    task = {"text": "yesno"}.get(task, task.removeprefix("text_"))
     qa = attribute_question(rng, shapes) if task == "attribute" else None
     if task == "easy":
         qa = easy_yesno_question(rng, shapes)
+    if task == "presence":
+        qa = presence_question(rng, shapes)
+    if task == "copy":
+        qa = copy_question(rng)
+    if task == "equal":
+        qa = equal_question(rng)
+    if task == "where":
+        qa = where_question(rng, shapes, cells, args.grid)
     if qa is None:
         qa = yesno_question(rng, shapes, bool(rng.random() < 0.5))
     if in_words:
         context = sum(([c, COLOURS + k, COMMA] for c, k in shapes), [])
-    question, answer = qa[0], [qa[1]]
+    question, answer = qa[0], (qa[1] if isinstance(qa[1], list) else [qa[1]])
     if task == "list":  # replaces the yes/no drawn above (kept: the measured runs' data stream)
         question = [WHAT, THING, THING, IN]
         answer = sorted({c for c, _ in shapes}) + sorted({COLOURS + k for _, k in shapes})
@@ -128,6 +183,11 @@ def example(rng, task, args, positions):
     ids = prompt + parts + [ANSWER] + answer + [EOS]
     # Predicted from ANSWER on: every answer token, then EOS.
     labels = [-1] * (len(ids) - len(answer) - 2) + answer + [EOS, -1]
+    if args.question_loss and not args.question_first:
+        # Next-token loss on the question's words too (LM pretraining's signal): a positive asks
+        # about a pair that is in the scene, so its second word is predictable from the first.
+        first = len(prompt) + len(context)
+        labels[first:first + len(question)] = ids[first + 1:first + len(question) + 1]
     length = args.filler + args.grid ** 2 + QUESTION_TOKENS
     pad = length - len(ids)
     return (np.array(ids + [0] * pad), np.array(labels + [-1] * pad), features, not in_words)
@@ -221,6 +281,8 @@ def main() -> None:
                    help="with --word_cells: a separate embedding table for the cells")
     p.add_argument("--soft_words", action="store_true",
                    help="cells as learned mixtures of the LLM's word embeddings (no MLP projector)")
+    p.add_argument("--question_loss", action="store_true",
+                   help="also train next-token prediction on the question's words")
     p.add_argument("--seed", type=int, default=0, help="model init and training data stream")
     p.add_argument("--mimetic", type=float, default=0.0,
                    help="query heads start equal to their key heads times this gain (0: off)")
@@ -235,8 +297,13 @@ def main() -> None:
     p.add_argument("--align_steps", type=int, default=0,
                    help="first train only the image side (LLM frozen) this many steps on --align_mix")
     p.add_argument("--align_mix", default="list:1")
+    p.add_argument("--pre_steps", type=int, default=0,
+                   help="first train everything this many steps on --pre_mix (a curriculum)")
+    p.add_argument("--pre_mix", default="attribute:1,equal:1")
+    p.add_argument("--probe", default="", help="also print held-out accuracy on this yes/no-style task")
     args = p.parse_args()
-    args.mix, args.align_mix, args.text_mix = (parse_mix(m) for m in (args.mix, args.align_mix, args.text_mix))
+    args.mix, args.align_mix, args.text_mix, args.pre_mix = (
+        parse_mix(m) for m in (args.mix, args.align_mix, args.text_mix, args.pre_mix))
 
     positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * args.position_scale
     model = Toy(args, nnx.Rngs(args.seed))
@@ -265,8 +332,17 @@ def main() -> None:
         predicted = jnp.where(logits[..., YES] > logits[..., NO], YES, NO)
         return ((predicted == labels) & asked).sum() / asked.sum()
 
+    @nnx.jit
+    def answer_accuracy(model, ids, labels, features, uses_image):
+        """Argmax accuracy over answer tokens (EOS not counted), for probes that are not yes/no."""
+        asked = (labels >= 0) & (labels != EOS)
+        return ((model(ids, features, uses_image).argmax(-1) == labels) & asked).sum() / asked.sum()
+
+    probe_accuracy = answer_accuracy if args.probe in ("where", "attribute", "copy", "list") else yesno_accuracy
+
     rng = np.random.default_rng(args.seed)
     held_out = make_batch(np.random.default_rng(99), 512, args, positions, task="yesno")
+    probe = make_batch(np.random.default_rng(97), 512, args, positions, task=args.probe) if args.probe else None
     start = time.time()
 
     def stage(name, steps, mix, wrt, test):
@@ -276,8 +352,9 @@ def main() -> None:
             loss = train_step(model, optimizer, *make_batch(rng, args.batch, args, positions, mix=mix), wrt=wrt)
             if step % 100 == 0:
                 accuracy = float(yesno_accuracy(model, *test))
-                print(f"{name}step {step} loss {float(loss):.3f} held-out yes/no accuracy {accuracy:.3f} "
-                      f"({time.time() - start:.0f} s)", flush=True)
+                extra = f" {args.probe} {float(probe_accuracy(model, *probe)):.3f}" if args.probe else ""
+                print(f"{name}step {step} loss {float(loss):.3f} held-out yes/no accuracy {accuracy:.3f}"
+                      f"{extra} ({time.time() - start:.0f} s)", flush=True)
 
     if args.text_steps:
         # A text-pretrained LLM in miniature: the scene written as words, no projector.
@@ -289,6 +366,8 @@ def main() -> None:
         # or --untied_cells' table), the LLM stays as it is.
         stage("align ", args.align_steps, args.align_mix,
               nnx.All(nnx.Param, nnx.Not(nnx.PathContains("llm"))), held_out)
+    if args.pre_steps:
+        stage("pre ", args.pre_steps, args.pre_mix, nnx.Param, held_out)
     stage("", args.steps, args.mix, nnx.Param, held_out)
 
 
