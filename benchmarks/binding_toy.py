@@ -240,20 +240,6 @@ class Toy(nnx.Module):
         return self.llm(inputs_embeds=embeds, positions=positions, segment_ids=jnp.ones_like(ids))[0]
 
 
-def mimetic_init(llm, gain: float) -> None:
-    """Every query head starts as its key head times `gain` (so W_q W_k^T is positive
-    semi-definite): at init a token attends most to tokens like itself, in the spirit of
-    Trockman & Kolter's mimetic initialisation (2023), here W_q W_k^T ~ W_k W_k^T."""
-    for layer in llm.layers:
-        attn = layer.self_attn
-        group = attn.num_heads // attn.num_kv_heads
-        k = attn.k_proj.kernel[...] * gain
-        hidden = k.shape[0]
-        q = jnp.repeat(k.reshape(hidden, attn.num_kv_heads, attn.head_dim), group, axis=1)
-        attn.k_proj.kernel[...] = k
-        attn.q_proj.kernel[...] = q.reshape(hidden, attn.num_heads * attn.head_dim)
-
-
 def parse_mix(text: str) -> list[tuple[str, float]]:
     """"yesno:1,list:2" -> [("yesno", 1.0), ("list", 2.0)]."""
     return [(name, float(weight)) for name, weight in (item.split(":") for item in text.split(","))]
@@ -308,7 +294,7 @@ def main() -> None:
     positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * args.position_scale
     model = Toy(args, nnx.Rngs(args.seed))
     if args.mimetic:
-        mimetic_init(model.llm, args.mimetic)
+        qwen2.mimetic_init(model.llm, args.mimetic)
     lr = optax.linear_schedule(0.0, args.lr, args.warmup) if args.warmup else args.lr
 
     def make_optimizer(wrt):
@@ -338,7 +324,8 @@ def main() -> None:
         asked = (labels >= 0) & (labels != EOS)
         return ((model(ids, features, uses_image).argmax(-1) == labels) & asked).sum() / asked.sum()
 
-    probe_accuracy = answer_accuracy if args.probe in ("where", "attribute", "copy", "list") else yesno_accuracy
+    answer_tasks = ("where", "attribute", "copy", "list")
+    probe_accuracy = answer_accuracy if args.probe.removeprefix("text_") in answer_tasks else yesno_accuracy
 
     rng = np.random.default_rng(args.seed)
     held_out = make_batch(np.random.default_rng(99), 512, args, positions, task="yesno")

@@ -36,6 +36,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.image_size = 336
     c.model.freeze_towers = True       # tiny only: False trains its from-scratch towers
     c.model.init_std = 0.02            # tiny only: N(0, std) for the LLM's and projector's weights
+    c.model.mimetic_gain = 0.0         # tiny only: > 0 starts query heads as their key heads
 
     c.init_from = ""                   # previous stage's checkpoint (or tgg-convert import-hf output)
     c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train

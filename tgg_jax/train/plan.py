@@ -88,7 +88,8 @@ def compile_only(config, topology: str = "", target_config: str = "") -> dict:
     model_cfg = state_lib.model_config(config, tokenizer)
     mesh = sharding.make_mesh(dict(config.mesh), devices)
     optimizer = opt_lib.make_optimizer(config)
-    graphdef, abstract, _ = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed)
+    graphdef, abstract, _ = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed,
+                                                   mimetic_gain=config.model.mimetic_gain)
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     step = make_train_step(graphdef, optimizer, opt_lib.learning_rate_schedule(config),

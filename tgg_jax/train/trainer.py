@@ -128,7 +128,8 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     mesh = sharding.make_mesh(dict(config.mesh), devices)
     optimizer = opt_lib.make_optimizer(config)
     schedule = opt_lib.learning_rate_schedule(config)
-    graphdef, abstract, init = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed)
+    graphdef, abstract, init = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed,
+                                                      mimetic_gain=config.model.mimetic_gain)
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                 every_steps=config.checkpoint.every_steps,
