@@ -24,7 +24,9 @@ def draw_boxes(image: bytes | Image.Image, *, true_box: Sequence[float] | None =
     draw = ImageDraw.Draw(img)
     for box, color in [(true_box, TRUE_COLOR), (pred_box, PRED_COLOR)] + [(b, PRED_COLOR) for b in boxes]:
         if box is not None:
-            draw.rectangle([v * scale for v in box], outline=color, width=2)
+            # A model can predict x2 < x1 or y2 < y1; PIL refuses those, so draw the corners' span.
+            x1, y1, x2, y2 = (v * scale for v in box)
+            draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=color, width=2)
     if title:
         lines = title.splitlines()
         canvas = Image.new("RGB", (img.width, img.height + 14 * len(lines) + 6), (255, 255, 255))
