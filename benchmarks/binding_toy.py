@@ -25,9 +25,10 @@ interaction predicts them. Tasks (--mix name:weight,...):
 
 Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --align_steps
 (image side only, --align_mix), --pre_steps (everything, --pre_mix: a curriculum), then --steps
-on --mix with everything trained. --question_loss adds next-token loss on the question's words. The cells can
-also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them (--soft_words),
-and attention can start mimetic (--mimetic). Results depend on the initialisation: compare --seed.
+on --mix with everything trained; --question_loss adds next-token loss on the question's words.
+The cells can also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them
+(--soft_words), and attention can start mimetic (--mimetic). Results depend on the
+initialisation: compare --seed.
 
 Prints held-out yes/no accuracy (512 image questions; in the text stage, 512 over the scene in
 words) every 100 steps, and with --probe TASK the held-out accuracy on 512 questions of that task
@@ -59,7 +60,7 @@ COLOURS, KINDS, FEATURES = 6, 5, 32
 # Token ids: colours 0-5, kinds 6-10, then the words below, fillers from FILLER on.
 YES, NO, IS, IN, COMMA, WHAT, THING, ANSWER, EOS, IMAGE, FILLER = range(11, 22)
 VOCAB = 64
-ROW, COLUMN = 40, 48  # "where" answers: row / column tokens (ids fillers never reach; grid <= 8)
+ROW, COLUMN = 40, 48  # "where" answers: row / column tokens (grid <= 8; fillers reach them past --filler 19)
 QUESTION_WORDS = 4  # every question is 4 tokens: [IS, COLOUR, KIND, IN] and the like
 QUESTION_TOKENS = 32  # room after the image for the question, answer and padding
 
@@ -268,7 +269,7 @@ def main() -> None:
     p.add_argument("--soft_words", action="store_true",
                    help="cells as learned mixtures of the LLM's word embeddings (no MLP projector)")
     p.add_argument("--question_loss", action="store_true",
-                   help="also train next-token prediction on the question's words")
+                   help="also train next-token prediction on the question's words (not with --question_first)")
     p.add_argument("--seed", type=int, default=0, help="model init and training data stream")
     p.add_argument("--mimetic", type=float, default=0.0,
                    help="query heads start equal to their key heads times this gain (0: off)")
