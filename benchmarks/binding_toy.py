@@ -159,17 +159,15 @@ def example(rng, task, args, positions):
     context = [IMAGE] * args.grid ** 2
     in_words = task.startswith("text")  # "text" is yes/no, "text_list" list, over the scene in words
     task = {"text": "yesno"}.get(task, task.removeprefix("text_"))
-    qa = attribute_question(rng, shapes) if task == "attribute" else None
-    if task == "easy":
-        qa = easy_yesno_question(rng, shapes)
-    if task == "presence":
-        qa = presence_question(rng, shapes)
-    if task == "copy":
-        qa = copy_question(rng)
-    if task == "equal":
-        qa = equal_question(rng)
-    if task == "where":
-        qa = where_question(rng, shapes, cells, args.grid)
+    # Tasks not named here (yesno, list) and those without a question for this scene fall back
+    # to a yes/no question; `list` then replaces it below.
+    ask = {"attribute": lambda: attribute_question(rng, shapes),
+           "easy": lambda: easy_yesno_question(rng, shapes),
+           "presence": lambda: presence_question(rng, shapes),
+           "copy": lambda: copy_question(rng),
+           "equal": lambda: equal_question(rng),
+           "where": lambda: where_question(rng, shapes, cells, args.grid)}.get(task, lambda: None)
+    qa = ask()
     if qa is None:
         qa = yesno_question(rng, shapes, bool(rng.random() < 0.5))
     if in_words:
@@ -248,7 +246,7 @@ def parse_mix(text: str) -> list[tuple[str, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mix", default="yesno:1", help="task:weight,... of yesno, text, attribute, easy, list, text_list")
+    p.add_argument("--mix", default="yesno:1", help="task:weight,... of the tasks listed above")
     p.add_argument("--grid", type=int, default=8, help="image tokens per side (tiny default: 8)")
     p.add_argument("--alpha", type=float, default=1.0, help="attribute signal against noise 0.5")
     p.add_argument("--noise", type=float, default=0.5, help="per-cell feature noise (std)")
@@ -287,7 +285,7 @@ def main() -> None:
     p.add_argument("--pre_steps", type=int, default=0,
                    help="first train everything this many steps on --pre_mix (a curriculum)")
     p.add_argument("--pre_mix", default="attribute:1,equal:1")
-    p.add_argument("--probe", default="", help="also print held-out accuracy on this yes/no-style task")
+    p.add_argument("--probe", default="", help="also print held-out accuracy on this task (any of --mix's)")
     args = p.parse_args()
     args.mix, args.align_mix, args.text_mix, args.pre_mix = (
         parse_mix(m) for m in (args.mix, args.align_mix, args.text_mix, args.pre_mix))
