@@ -23,7 +23,8 @@ interaction predicts them. Tasks (--mix name:weight,...):
     equal     "are these two colour words the same" (no image): the bare comparison
     where     REC in miniature: "where is the COLOUR KIND" -> its row and column tokens
 
-Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --align_steps
+Stages, in this order when asked for: --text_steps (LLM only, --text_mix), --word_align_steps
+(the projector regressed onto each cell's word embeddings: distils --word_cells), --align_steps
 (image side only, --align_mix), --pre_steps (everything, --pre_mix: a curriculum), then --steps
 on --mix with everything trained; --question_loss adds next-token loss on the question's words.
 The cells can also be word embeddings (--word_cells, --untied_cells) or learned mixtures of them
@@ -75,8 +76,8 @@ def scene(rng, grid, alpha, positions, word_cells=False, noise=0.5):
     cells = rng.choice(grid * grid, n, replace=False)
     colour, kind = rng.integers(0, COLOURS, n), rng.integers(0, KINDS, n)
     if word_cells:
-        features = np.full((grid * grid, FEATURES), COMMA, np.float32)
-        features[cells, 0], features[cells, 1] = colour, COLOURS + kind
+        features = np.zeros((grid * grid, FEATURES), np.float32)
+        features[:, :2] = cell_words(zip(colour, kind), cells, grid)
     else:
         features = rng.normal(size=(grid * grid, FEATURES)).astype(np.float32) * noise + positions
         features[cells, colour] += alpha
@@ -239,6 +240,41 @@ class Toy(nnx.Module):
         return self.llm(inputs_embeds=embeds, positions=positions, segment_ids=jnp.ones_like(ids))[0]
 
 
+def cell_words(shapes, cells, grid):
+    """[grid*grid, 2] token ids: each shape cell's colour and kind, COMMA twice for an empty one."""
+    words = np.full((grid * grid, 2), COMMA)
+    for (colour, kind), cell in zip(shapes, cells):
+        words[cell] = colour, COLOURS + kind
+    return words
+
+
+def word_align(model, args, rng, positions):
+    """--word_align_steps: the projector alone regresses each cell's features onto the sum of its
+    words' embeddings (the LLM's table, held fixed), i.e. distils --word_cells into the projector.
+    An upper bound on what an alignment stage can give, since it is told each cell's words."""
+    optimizer = nnx.Optimizer(model, optax.adam(args.word_align_lr), wrt=nnx.PathContains("projector"))
+
+    @nnx.jit
+    def step_fn(model, optimizer, features, words):
+        def loss_fn(model):
+            target = jax.lax.stop_gradient(model.llm.embed(words[..., 0]) + model.llm.embed(words[..., 1]))
+            cells = model.projector(features)
+            if args.word_align_bag:  # told only the scene's bag of words, not which cell holds which
+                cells, target = cells.mean(1), target.mean(1)
+            return ((cells - target) ** 2).mean() / (target ** 2).mean()
+        loss, grads = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, nnx.PathContains("projector")))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    for step in range(1, args.word_align_steps + 1):
+        scenes = [scene(rng, args.grid, args.alpha, positions, False, args.noise) for _ in range(args.batch)]
+        features = np.stack([f for f, _, _ in scenes])
+        words = np.stack([cell_words(shapes, cells, args.grid) for _, shapes, cells in scenes])
+        loss = step_fn(model, optimizer, jnp.asarray(features), jnp.asarray(words))
+        if step % 100 == 0:
+            print(f"word-align step {step} relative squared error {float(loss):.4f}", flush=True)
+
+
 def parse_mix(text: str) -> list[tuple[str, float]]:
     """"yesno:1,list:2" -> [("yesno", 1.0), ("list", 2.0)]."""
     return [(name, float(weight)) for name, weight in (item.split(":") for item in text.split(","))]
@@ -282,6 +318,12 @@ def main() -> None:
     p.add_argument("--align_steps", type=int, default=0,
                    help="first train only the image side (LLM frozen) this many steps on --align_mix")
     p.add_argument("--align_mix", default="list:1")
+    p.add_argument("--word_align_steps", type=int, default=0,
+                   help="regress the projector's cells onto their words' embeddings this many steps "
+                        "(after --text_steps, before --align_steps)")
+    p.add_argument("--word_align_bag", action="store_true",
+                   help="--word_align_steps on the means over cells: a caption's words, not each cell's")
+    p.add_argument("--word_align_lr", type=float, default=3e-3, help="Adam's lr for --word_align_steps")
     p.add_argument("--pre_steps", type=int, default=0,
                    help="first train everything this many steps on --pre_mix (a curriculum)")
     p.add_argument("--pre_mix", default="attribute:1,equal:1")
@@ -347,6 +389,8 @@ def main() -> None:
         held_out_text = make_batch(np.random.default_rng(98), 512, args, positions, task="text")
         stage("text ", args.text_steps, args.text_mix, nnx.All(nnx.Param, nnx.PathContains("llm")),
               held_out_text)
+    if args.word_align_steps:
+        word_align(model, args, rng, positions)
     if args.align_steps:
         # Stage 1 in miniature: only the image side learns (the projector, or --soft_words' map
         # or --untied_cells' table), the LLM stays as it is.
