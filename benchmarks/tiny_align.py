@@ -14,7 +14,7 @@ command can start from:
 
 Unlike the paper's CLIP this uses the generator's shape boxes for per-token targets, so it is a
 diagnostic of the conditions, not a recipe. It prints the relative squared error and, for shape
-tokens, how often the nearest colour word is the right one, on 64 held-out scenes.
+tokens, how often the best-matching colour word is the right one, on 64 held-out scenes.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def word_ids(tokenizer, word: str) -> list[int]:
     return tokenizer.encode(" " + word)
 
 
-def cell_targets(scene, grid: int, size: int):
+def cell_targets(scene, grid: int):
     """Per cell of the grid x grid pooled token grid: the index of the shape it shows, or -1.
 
     A shape claims the cell holding its centre and every cell it covers by at least a third."""
@@ -68,7 +68,7 @@ def cell_targets(scene, grid: int, size: int):
     return owner.reshape(-1)
 
 
-def make_batch(rng, n, tokenizer, words, grid, size, crop_tokens):
+def make_batch(rng, n, words, grid, size, crop_tokens):
     """(images uint8 [n,S,S,3], crops uint8 [n,S,S,3], image targets [n,grid²,2,L], crop targets
     [n,crop_tokens,2,L]) where the last axes hold word-id lists padded with -1."""
     images, crops, image_words, crop_words = [], [], [], []
@@ -77,7 +77,7 @@ def make_batch(rng, n, tokenizer, words, grid, size, crop_tokens):
         scene = shapes.sample_scene(rng)
         img = shapes.render_scene(scene).convert("RGB")
         images.append(preprocess_image(img, size))
-        owner = cell_targets(scene, grid, size)
+        owner = cell_targets(scene, grid)
         image_words.append([(words[scene.shapes[o].color], words[scene.shapes[o].kind]) if o >= 0
                             else (background, background) for o in owner])
         s = scene.shapes[rng.integers(len(scene.shapes))]
@@ -146,22 +146,21 @@ def main() -> None:
     def evaluate(model, images, crops, image_words, crop_words):
         loss, (pred, _) = loss_fn(model, images, crops, image_words, crop_words)
         shape_tokens = image_words[..., 0, 0] != words[","][0]
-        # Nearest colour word (cosine) against each colour's embedding: is it this token's colour?
+        # The colour word whose embedding best matches the token (largest dot product): its colour?
         colour_of = jnp.argmax((image_words[..., 0, :][..., None, :] ==
                                 jnp.array([words[c] for c in shapes.COLORS])).all(-1), -1)
         pi = pred[:, :image_words.shape[1]]
-        cos = pi @ colour_table.T / jnp.linalg.norm(pi, axis=-1, keepdims=True)
-        right = (cos.argmax(-1) == colour_of) & shape_tokens
+        right = ((pi @ colour_table.T).argmax(-1) == colour_of) & shape_tokens
         return loss, right.sum() / shape_tokens.sum()
 
-    held_out = tuple(jnp.asarray(x) for x in make_batch(np.random.default_rng(10_000), 64, tokenizer, words,
+    held_out = tuple(jnp.asarray(x) for x in make_batch(np.random.default_rng(10_000), 64, words,
                                                         grid, size, crop_tokens))
     rng = np.random.default_rng(args.seed)
     start = time.time()
     loss, acc = evaluate(model, *held_out)
     print(f"step 0 held-out relative error {float(loss):.3f} colour nearest {float(acc):.3f}", flush=True)
     for step in range(1, args.steps + 1):
-        batch = make_batch(rng, args.batch, tokenizer, words, grid, size, crop_tokens)
+        batch = make_batch(rng, args.batch, words, grid, size, crop_tokens)
         train_step(model, optimizer, *(jnp.asarray(x) for x in batch))
         if step % 50 == 0 or step == args.steps:
             loss, acc = evaluate(model, *held_out)

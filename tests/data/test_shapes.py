@@ -240,18 +240,20 @@ def test_task_cycle_sets_the_mixture():
         shapes.make_record(0, "train", 0, tasks=("rec", "pointing"))
 
 
-def test_weighted_config_holds_the_default_held_out_records():
-    from tgg_jax.data.builders.tgg_shapes import TggShapes
-    default, weighted = (TggShapes(config=name, data_dir="/nonexistent") for name in ("default", "weighted"))
+@pytest.mark.parametrize("name, tasks", [("weighted", "WEIGHTED_TRAIN_TASKS"),
+                                         ("yesno_half", "YESNO_HALF_TRAIN_TASKS")])
+def test_tilted_configs_hold_the_default_held_out_records(name, tasks):
+    from tgg_jax.data.builders import tgg_shapes
+    default, tilted = (tgg_shapes.TggShapes(config=c, data_dir="/nonexistent") for c in ("default", name))
     for split in ("validation", "test"):
         for i in (0, 1, 6, 7):
             a = next(default._entry_records(split, shapes_entry(i)))
-            b = next(weighted._entry_records(split, shapes_entry(i)))
+            b = next(tilted._entry_records(split, shapes_entry(i)))
             assert a["conversations"] == b["conversations"] and a["image"] == b["image"]
-    from tgg_jax.data.builders.tgg_shapes import WEIGHTED_TRAIN_TASKS
-    train = [next(weighted._entry_records("train", shapes_entry(i)))["task"] for i in range(16)]
-    single = [(t, WEIGHTED_TRAIN_TASKS[i % 8]) for i, t in enumerate(train) if t != "mixed"]
-    assert len(single) >= 8 and all(t == expected for t, expected in single)  # multi-turn: "mixed"
+    cycle = getattr(tgg_shapes, tasks)
+    train = [next(tilted._entry_records("train", shapes_entry(i)))["task"] for i in range(2 * len(cycle))]
+    single = [(t, cycle[i % len(cycle)]) for i, t in enumerate(train) if t != "mixed"]
+    assert len(single) >= len(cycle) and all(t == expected for t, expected in single)  # multi-turn: "mixed"
 
 
 def shapes_entry(i):
