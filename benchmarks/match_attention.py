@@ -1,0 +1,107 @@
+"""A learning diagnostic: does the question's colour word attend to the image tokens of that colour?
+
+Yes/no needs the question to find its matching image tokens and then to read out whether it
+found any. This script measures the first half on a checkpoint of the tiny model (any parameter
+checkpoint or trainer step directory), per decoder layer, on tgg_shapes test yes/no questions:
+
+- preference: the share of the colour word's image attention that lands on cells showing a shape
+  of that colour, divided by those cells' share of the image (1 = no preference), on "yes"
+  questions (heads averaged);
+- image mass and largest single-cell weight of the colour word's attention, on "yes" and on "no"
+  questions: a difference is what a readout of "found it" could use.
+
+    python benchmarks/match_attention.py --tokenizer runs/tiny/tokenizer runs/tiny/checkpoints/600
+
+Cells are the pooled image tokens; a shape owns a cell as in `benchmarks/tiny_align.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from benchmarks.tiny_align import cell_targets  # noqa: E402
+from tgg_jax import checkpoint  # noqa: E402
+from tgg_jax.attention_maps import attention_probabilities  # noqa: E402
+from tgg_jax.data import shapes  # noqa: E402
+from tgg_jax.data.template import encode_conversation  # noqa: E402
+from tgg_jax.data.tokenizer import load_tokenizer  # noqa: E402
+from tgg_jax.inference import prompt_inputs  # noqa: E402
+from tgg_jax.models.attention import attention_mask  # noqa: E402
+from tgg_jax.models.rope import rotary_tables  # noqa: E402
+from tgg_jax.models.tgg import TinyGroundingGPT  # noqa: E402
+from tgg_jax.predict import example_spec  # noqa: E402
+
+
+def load(path: str) -> TinyGroundingGPT:
+    params, cfg = checkpoint.load_params(path)
+    model = TinyGroundingGPT(cfg, rngs=nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, params)
+    nnx.update(model, state)
+    return model
+
+
+@nnx.jit
+def every_layer_attention(model: TinyGroundingGPT, ids, images):
+    """Attention probabilities of every decoder layer, [L, B, heads, T, T], one unpadded sequence."""
+    c = model.llm.config
+    positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+    cos, sin = rotary_tables(positions, c.head_dim, c.rope_theta)
+    mask = attention_mask(jnp.ones_like(ids), jnp.ones_like(ids))
+    x, probs = model.embed_inputs(ids, images, None), []
+    for layer in model.llm.layers:
+        probs.append(attention_probabilities(layer.self_attn, layer.input_layernorm(x), cos, sin, mask))
+        x, _ = layer(x, cos, sin, mask)
+    return jnp.stack(probs)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--tokenizer", required=True, help="the run's tokenizer directory (WORKDIR/tokenizer)")
+    p.add_argument("--records", type=int, default=200, help="test records drawn as yes/no questions")
+    args = p.parse_args()
+    tokenizer = load_tokenizer(args.tokenizer)
+    for path in args.checkpoints:
+        model = load(path)
+        cfg = model.config
+        grid = int(round(cfg.image_tokens ** 0.5))
+        preference, found = [], {True: [], False: []}
+        for i in range(args.records):
+            record = shapes.make_record(0, "test", i, tasks=("yesno",))
+            question, answer = (turn["value"] for turn in record["conversations"])
+            scene = shapes.sample_scene(shapes.record_rng(0, "test", i))  # the record's own scene
+            colour = next(c for c in shapes.COLORS if f" {c} " in question)
+            turns = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+            ids = encode_conversation(turns, tokenizer, num_images=1, num_objects=0,
+                                      image_tokens=cfg.image_tokens, object_tokens=cfg.object_tokens,
+                                      max_length=cfg.llm.max_position_embeddings).input_ids
+            pixels = prompt_inputs(turns[:1], record["image"], np.zeros((0, 4), np.float32), tokenizer,
+                                   example_spec(cfg, 0, 0.1))
+            word = np.flatnonzero(ids == tokenizer.encode(" " + colour)[0])[-1]
+            cells = np.flatnonzero(ids == cfg.image_token_id)
+            probs = every_layer_attention(model, jnp.asarray(ids[None]), jnp.asarray(pixels["images"][None]))
+            a = np.asarray(probs)[:, 0, :, word][..., cells]  # [L, heads, cells]
+            positive = answer.lower().startswith("yes")
+            found[positive].append((a.sum(-1).mean(-1), a.max(-1).mean(-1)))
+            match = np.array([o >= 0 and scene.shapes[o].color == colour for o in cell_targets(scene, grid)])
+            if positive and match.any():
+                preference.append((a[..., match].sum(-1) / a.sum(-1)).mean(-1) / match.mean())
+        print(f"{path}: {len(preference)} yes questions with a matching cell")
+        print(f"  preference for matching cells per layer (1 = none): {np.round(np.mean(preference, 0), 2)}")
+        for positive in (True, False):
+            mass, top = np.mean(found[positive], 0)
+            print(f"  {'yes' if positive else 'no '} ({len(found[positive])}): image mass {np.round(mass, 3)}, "
+                  f"largest cell {np.round(top, 3)}")
+
+
+if __name__ == "__main__":
+    main()
