@@ -94,7 +94,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--image_pool", type=int, default=2)
     p.add_argument("--mimetic", type=float, default=1.0, help="mimetic gain for the LLM (0: off)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training scenes (the model starts from config.seed)")
     args = p.parse_args()
 
     config = tiny.get_config()
@@ -158,14 +158,14 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     start = time.time()
     loss, acc = evaluate(model, *held_out)
-    print(f"step 0 held-out relative error {float(loss):.3f} colour nearest {float(acc):.3f}", flush=True)
+    print(f"step 0 held-out relative error {float(loss):.3f} colour match {float(acc):.3f}", flush=True)
     for step in range(1, args.steps + 1):
         batch = make_batch(rng, args.batch, words, grid, size, crop_tokens)
         train_step(model, optimizer, *(jnp.asarray(x) for x in batch))
         if step % 50 == 0 or step == args.steps:
             loss, acc = evaluate(model, *held_out)
             rate = step / (time.time() - start)
-            print(f"step {step}/{args.steps} held-out relative error {float(loss):.3f} colour nearest "
+            print(f"step {step}/{args.steps} held-out relative error {float(loss):.3f} colour match "
                   f"{float(acc):.3f} ({rate:.2f} steps/s, ETA {(args.steps - step) / rate:.0f} s)",
                   flush=True)
     out = os.path.join(os.path.abspath(args.workdir), "aligned")
