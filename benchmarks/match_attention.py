@@ -25,42 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 
 from benchmarks.tiny_align import cell_targets  # noqa: E402
-from tgg_jax import checkpoint  # noqa: E402
-from tgg_jax.attention_maps import attention_probabilities  # noqa: E402
+from tgg_jax.attention_maps import every_layer_attention  # noqa: E402
 from tgg_jax.data import shapes  # noqa: E402
 from tgg_jax.data.template import encode_conversation  # noqa: E402
 from tgg_jax.data.tokenizer import load_tokenizer  # noqa: E402
 from tgg_jax.inference import prompt_inputs  # noqa: E402
-from tgg_jax.models.attention import attention_mask  # noqa: E402
-from tgg_jax.models.rope import rotary_tables  # noqa: E402
-from tgg_jax.models.tgg import TinyGroundingGPT  # noqa: E402
-from tgg_jax.predict import example_spec  # noqa: E402
-
-
-def load(path: str) -> TinyGroundingGPT:
-    params, cfg = checkpoint.load_params(path)
-    model = TinyGroundingGPT(cfg, rngs=nnx.Rngs(0))
-    state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
-    return model
-
-
-@nnx.jit
-def every_layer_attention(model: TinyGroundingGPT, ids, images):
-    """Attention probabilities of every decoder layer, [L, B, heads, T, T], one unpadded sequence."""
-    c = model.llm.config
-    positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
-    cos, sin = rotary_tables(positions, c.head_dim, c.rope_theta)
-    mask = attention_mask(jnp.ones_like(ids), jnp.ones_like(ids))
-    x, probs = model.embed_inputs(ids, images, None), []
-    for layer in model.llm.layers:
-        probs.append(attention_probabilities(layer.self_attn, layer.input_layernorm(x), cos, sin, mask))
-        x, _ = layer(x, cos, sin, mask)
-    return jnp.stack(probs)
+from tgg_jax.predict import example_spec, load_model  # noqa: E402
 
 
 def main() -> None:
@@ -71,8 +43,7 @@ def main() -> None:
     args = p.parse_args()
     tokenizer = load_tokenizer(args.tokenizer)
     for path in args.checkpoints:
-        model = load(path)
-        cfg = model.config
+        model, cfg = load_model(path)
         grid = int(round(cfg.image_tokens ** 0.5))
         preference, found = [], {True: [], False: []}
         for i in range(args.records):

@@ -40,20 +40,25 @@ def hf_and_model(tmp_path_factory, tokenizer):
     return parts, model
 
 
-def hf_last_layer_attention(parts, ids, images, objects) -> np.ndarray:
-    """Eager attention probabilities [B, heads, T, T] of the HF Qwen2's last layer, captured while
+def hf_attention(parts, ids, images, objects) -> np.ndarray:
+    """Eager attention probabilities [layers, B, heads, T, T] of the HF Qwen2, captured while
     tests/hf_reference.py's independent PyTorch assembly runs (ids use its placeholder ids)."""
-    captured = {}
+    captured = []
 
     def keep_weights(module, args, output):  # Qwen2Attention returns (output, attn_weights)
-        captured["probs"] = output[1].detach().numpy()
+        captured.append(output[1].detach().numpy())
 
-    hook = parts[0].model.layers[-1].self_attn.register_forward_hook(keep_weights)
+    hooks = [layer.self_attn.register_forward_hook(keep_weights) for layer in parts[0].model.layers]
     try:
         ref.reference_logits(parts, ids, images, objects)
     finally:
-        hook.remove()
-    return captured["probs"]
+        for hook in hooks:
+            hook.remove()
+    return np.stack(captured)
+
+
+def hf_last_layer_attention(parts, ids, images, objects) -> np.ndarray:
+    return hf_attention(parts, ids, images, objects)[-1]
 
 
 def to_reference_ids(ids, tokenizer):
@@ -74,6 +79,18 @@ def test_last_layer_attention_equals_hf_eager(hf_and_model, tokenizer):
     got = np.asarray(attention_maps.last_layer_attention(model, ours, images, objects))
     expected = hf_last_layer_attention(parts, ids, images, objects)
     assert got.shape == expected.shape == (2, 4, 48, 48)
+    np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)
+
+
+def test_every_layer_attention_equals_hf_eager(hf_and_model, tokenizer):
+    parts, model = hf_and_model
+    ids, images, objects = ref.example_inputs(seed=4)
+    ids = np.where(np.isin(ids, [tokenizer.image_id, tokenizer.object_id]), 7, ids)
+    ours = np.where(ids == ref.IMAGE_ID, tokenizer.image_id,
+                    np.where(ids == ref.OBJECT_ID, tokenizer.object_id, ids))
+    got = np.asarray(attention_maps.every_layer_attention(model, ours, images, objects))
+    expected = hf_attention(parts, ids, images, objects)
+    assert got.shape == expected.shape and got.shape[0] == len(parts[0].model.layers) >= 2
     np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)
 
 

@@ -52,35 +52,48 @@ def attention_probabilities(attn: Attention, x: jax.Array, cos: jax.Array, sin: 
     return jax.nn.softmax(scores, axis=-1)
 
 
-def decoder_last_layer_attention(llm: Qwen2, inputs_embeds: jax.Array, positions: jax.Array,
-                                 segment_ids: jax.Array) -> jax.Array:
-    """The decoder run up to its last layer, whose attention probabilities are returned.
+def decoder_attention(llm: Qwen2, inputs_embeds: jax.Array, positions: jax.Array,
+                      segment_ids: jax.Array) -> jax.Array:
+    """The decoder's attention probabilities, layer by layer.
 
     inputs_embeds [B, T, D]; positions, segment_ids [B, T] as in Qwen2.hidden_states
-    -> [B, heads, T, T] float32.
+    -> [layers, B, heads, T, T] float32. Under jit, layers whose probabilities go unused cost
+    only their forward pass (the last layer's output is never needed).
     """
     c = llm.config
     x = inputs_embeds.astype(c.compute_dtype)
     cos, sin = rotary_tables(positions, c.head_dim, c.rope_theta)
     segment_ids = segment_ids.astype(jnp.int32)
     mask = attention_mask(segment_ids, segment_ids)
-    *earlier, last = llm.layers
-    for layer in earlier:
+    probs = []
+    for layer in llm.layers:
+        probs.append(attention_probabilities(layer.self_attn, layer.input_layernorm(x), cos, sin, mask))
         x, _ = layer(x, cos, sin, mask)
-    return attention_probabilities(last.self_attn, last.input_layernorm(x), cos, sin, mask)
+    return jnp.stack(probs)
+
+
+def _attention(model: TinyGroundingGPT, input_ids, images, objects) -> jax.Array:
+    """Every layer's attention of unpadded sequences with their visual rows in place."""
+    embeds = model.embed_inputs(input_ids, images, objects)
+    positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+    return decoder_attention(model.llm, embeds, positions, jnp.ones_like(input_ids))
+
+
+@nnx.jit
+def every_layer_attention(model: TinyGroundingGPT, input_ids: jax.Array, images: jax.Array | None = None,
+                          objects: jax.Array | None = None) -> jax.Array:
+    """Attention probabilities of every layer, [layers, B, heads, T, T] float32.
+
+    input_ids [B, T] (full placeholder runs); images / objects uint8 [B, N, S, S, 3].
+    """
+    return _attention(model, input_ids, images, objects)
 
 
 @nnx.jit
 def last_layer_attention(model: TinyGroundingGPT, input_ids: jax.Array, images: jax.Array | None = None,
                          objects: jax.Array | None = None) -> jax.Array:
-    """Last-layer attention probabilities of unpadded sequences with their visual rows in place.
-
-    input_ids [B, T] (full placeholder runs); images / objects uint8 [B, N, S, S, 3]
-    -> [B, heads, T, T] float32.
-    """
-    embeds = model.embed_inputs(input_ids, images, objects)
-    positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-    return decoder_last_layer_attention(model.llm, embeds, positions, jnp.ones_like(input_ids))
+    """The last layer's attention probabilities, [B, heads, T, T] float32 (inputs as above)."""
+    return _attention(model, input_ids, images, objects)[-1]
 
 
 def patch_heatmap(probs: np.ndarray, queries: Sequence[int], keys: Sequence[int], grid: int) -> np.ndarray:
