@@ -59,6 +59,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.batch_size = 256                 # global
     c.grad_accum_steps = 1
     c.loss_chunk = 512                 # tokens per chunk of the vocabulary projection
+    c.loss_normalization = "token"     # mean over target tokens; "sequence": each sequence weighs 1
     c.epochs = 1.0
     c.total_steps = 0                  # 0: from epochs x num_examples / batch_size
 

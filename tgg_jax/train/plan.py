@@ -93,7 +93,8 @@ def compile_only(config, topology: str = "", target_config: str = "") -> dict:
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     step = make_train_step(graphdef, optimizer, opt_lib.learning_rate_schedule(config),
-                           grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk)
+                           grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk,
+                           loss_normalization=config.loss_normalization)
     with jax.set_mesh(mesh):
         lowered = jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None),
                           donate_argnums=0).lower(abstract, abstract_batch(config, model_cfg, mesh))

@@ -26,12 +26,33 @@ class TrainState:
     opt_state: Any
 
 
+LOSS_NORMALIZATIONS = ("token", "sequence")
+
+
+def sequence_weights(mask: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Per-token loss weights [B, T] under which each packed sequence's target tokens sum to 1.
+
+    A one-word answer ("Yes") then weighs as much as a 20-token box or a 30-token description,
+    instead of ~1/20 of it under the token mean.
+    """
+    mask = mask.astype(jnp.float32)
+    t = mask.shape[1]
+
+    def row(m, seg):
+        counts = jax.ops.segment_sum(m, seg, num_segments=t + 1)
+        return m / jnp.maximum(counts[seg], 1.0)
+
+    return jax.vmap(row)(mask, segment_ids)
+
+
 def chunked_cross_entropy(hidden: jax.Array, logits_fn, targets: jax.Array, mask: jax.Array,
                           chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Summed token cross-entropy and token count, computing logits `chunk` positions at a time.
+    """Weighted sum of token cross-entropies and the sum of weights, computing logits `chunk`
+    positions at a time.
 
-    hidden [B, T, H], targets/mask [B, T]. The [B, T, vocab] float32 logits of a 151936-row
-    vocabulary would dominate memory; each chunk's logits are recomputed in the backward pass.
+    hidden [B, T, H], targets/mask [B, T] (mask: bool, or float weights). The [B, T, vocab]
+    float32 logits of a 151936-row vocabulary would dominate memory; each chunk's logits are
+    recomputed in the backward pass.
     """
     b, t, h = hidden.shape
     chunk = min(chunk, t) if chunk > 0 else t
@@ -51,12 +72,18 @@ def chunked_cross_entropy(hidden: jax.Array, logits_fn, targets: jax.Array, mask
     return total, jnp.sum(mask.astype(jnp.float32))
 
 
-def loss_sum_and_count(model, batch: dict, loss_chunk: int) -> tuple[jax.Array, jax.Array]:
+def loss_sum_and_count(model, batch: dict, loss_chunk: int,
+                       normalization: str = "token") -> tuple[jax.Array, jax.Array]:
+    """(loss sum, its denominator): target tokens under "token", sequences under "sequence"."""
+    if normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
     hidden, _ = model.hidden_states(batch["input_ids"], positions=batch["positions"],
                                     segment_ids=batch["segment_ids"], images=batch.get("images"),
                                     objects=batch.get("objects"))
-    return chunked_cross_entropy(hidden, model.llm.logits, batch["targets"], batch["target_mask"],
-                                 loss_chunk)
+    weights = batch["target_mask"]
+    if normalization == "sequence":
+        weights = sequence_weights(weights, batch["segment_ids"])
+    return chunked_cross_entropy(hidden, model.llm.logits, batch["targets"], weights, loss_chunk)
 
 
 def split_microbatches(batch: dict, steps: int) -> dict:
@@ -69,16 +96,21 @@ def split_microbatches(batch: dict, steps: int) -> dict:
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule, *,
-                    grad_accum_steps: int = 1, loss_chunk: int = 0):
+                    grad_accum_steps: int = 1, loss_chunk: int = 0, loss_normalization: str = "token"):
     """A pure (state, batch) -> (state, metrics) step, to be jitted by the caller.
 
-    The loss is the mean over all target tokens of the global batch: per-microbatch sums and
-    counts are added before dividing, so accumulation gives the same update as one big batch.
+    The loss is the mean over all target tokens of the global batch ("token"), or over its
+    sequences, each the mean of its own target tokens ("sequence"). Per-microbatch sums and
+    denominators are added before dividing, so accumulation gives the same update as one big
+    batch. metrics["tokens"] is that denominator.
     """
+    if loss_normalization not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, "
+                         f"got {loss_normalization!r}")
 
     def loss_fn(trainable, frozen, batch):
         model = nnx.merge(graphdef, trainable, frozen)
-        return loss_sum_and_count(model, batch, loss_chunk)
+        return loss_sum_and_count(model, batch, loss_chunk, loss_normalization)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
