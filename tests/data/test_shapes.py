@@ -240,8 +240,31 @@ def test_task_cycle_sets_the_mixture():
         shapes.make_record(0, "train", 0, tasks=("rec", "pointing"))
 
 
+def test_yesno_turns_ask_different_true_questions_of_one_image():
+    from tgg_jax.data.builders.tgg_shapes import WEIGHTED_TRAIN_TASKS as cycle
+    later = []
+    for i in range(120):
+        one = shapes.make_record(SEED, "train", i, render=False, tasks=cycle)
+        four = shapes.make_record(SEED, "train", i, render=False, tasks=cycle, yesno_turns=4)
+        if cycle[i % len(cycle)] != "yesno":
+            assert four["conversations"] == one["conversations"]  # other tasks' records do not change
+            np.testing.assert_array_equal(four["objects"], one["objects"])
+            continue
+        present = {(s.color, s.kind) for s in _scene("train", i).shapes}
+        questions = four["conversations"][0::2]
+        answers = [t["value"] for t in four["conversations"][1::2]]
+        assert four["conversations"][:2] == one["conversations"][:2]  # the balanced first turn
+        assert len(questions) == 4 and len({q["value"] for q in questions}) == 4
+        for q, a in zip(questions, answers):
+            color, kind = re.match(r"Is there an? (\w+) (\w+) in the image\?", q["value"]).groups()
+            assert a == ("Yes" if (color, kind) in present else "No"), (i, q, a)
+        later += answers[1:]
+    assert len(later) == 3 * 30 and 0.35 < later.count("Yes") / len(later) < 0.65
+
+
 @pytest.mark.parametrize("name, tasks", [("weighted", "WEIGHTED_TRAIN_TASKS"),
-                                         ("yesno_half", "YESNO_HALF_TRAIN_TASKS")])
+                                         ("yesno_half", "YESNO_HALF_TRAIN_TASKS"),
+                                         ("yesno_multi", "WEIGHTED_TRAIN_TASKS")])
 def test_tilted_configs_hold_the_default_held_out_records(name, tasks):
     from tgg_jax.data.builders import tgg_shapes
     default, tilted = (tgg_shapes.TggShapes(config=c, data_dir="/nonexistent") for c in ("default", name))

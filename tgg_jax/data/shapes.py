@@ -307,13 +307,26 @@ def make_turn(scene: Scene, task: str, rng: np.random.Generator, positive: bool 
     raise ValueError(f"unknown tgg_shapes task {task!r}; expected one of {TASKS}")
 
 
+def _more_yesno_turns(scene: Scene, rng: np.random.Generator, count: int, asked: set) -> list[Turn]:
+    """`count` yes/no turns with fair-coin answers, none repeating a question in `asked`."""
+    turns = []
+    for _ in range(20 * count):  # a scene with one (colour, kind) pair can run out of "Yes" questions
+        if len(turns) == count:
+            break
+        turn = make_turn(scene, "yesno", rng, positive=bool(rng.random() < 0.5))
+        if turn.question not in asked:
+            asked.add(turn.question)
+            turns.append(turn)
+    return turns
+
+
 def record_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """Independent stream per (seed, split, record): splits never share images."""
     return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
 def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
-                render: bool = True, tasks: tuple[str, ...] = TASKS) -> dict:
+                render: bool = True, tasks: tuple[str, ...] = TASKS, yesno_turns: int = 1) -> dict:
     """Record `index` of a split, in the SPEC §2 record format plus task / gt_box / answer.
 
     Tasks cycle through `tasks` by index (a task listed twice comes twice as often) and yes/no
@@ -321,6 +334,11 @@ def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
     (its task is then 'mixed', gt_box zeros, answer the last turn's); a record has at most one
     <object>, so max_objects=1 takes every record. `render=False` skips drawing (image b""),
     for text-only uses such as a tokenizer corpus; the text is the same either way.
+
+    `yesno_turns` > 1 asks a yes/no record that many different questions about its one image
+    (and no other turns): the first answer follows the alternation above, every later one is a
+    fair coin, so earlier answers in the record say nothing about later ones. Records of the
+    other tasks are the same for every `yesno_turns`.
     """
     rng = record_rng(seed, split, index)
     scene = sample_scene(rng)
@@ -330,7 +348,9 @@ def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
         raise ValueError(f"tasks must be a non-empty sequence of {TASKS}, got {tasks}")
     task, positive = tasks[index % len(tasks)], (index // len(tasks)) % 2 == 0
     turns = [make_turn(scene, task, rng, positive=positive)]
-    if rng.random() < multi_turn:
+    if task == "yesno" and yesno_turns > 1:
+        turns += _more_yesno_turns(scene, rng, yesno_turns - 1, asked={turns[0].question})
+    elif rng.random() < multi_turn:
         for _ in range(int(rng.integers(1, 3))):
             task = TASKS[rng.integers(len(TASKS))]
             if task == "object" and any(t.uses_object for t in turns):

@@ -38,6 +38,8 @@ class TggShapesConfig(tfds.core.BuilderConfig):
     # The train split's task cycle; validation and test always use shapes.TASKS, so every
     # config's held-out splits hold the same records.
     train_tasks: tuple[str, ...] = shapes.TASKS
+    # Yes/no questions per train yes/no record (shapes.make_record); held-out records ask one.
+    yesno_turns: int = 1
 
 
 class TggShapes(common.RawDataBuilder):
@@ -59,6 +61,9 @@ class TggShapes(common.RawDataBuilder):
         TggShapesConfig(name="yesno_half", train_tasks=YESNO_HALF_TRAIN_TASKS,
                         description="default's held-out splits; half of the train records yes/no "
                                     "(README: how many yes/no questions learning needs)"),
+        TggShapesConfig(name="yesno_multi", train_tasks=WEIGHTED_TRAIN_TASKS, yesno_turns=4,
+                        description="weighted, but each train yes/no record asks up to 4 questions "
+                                    "about its image (answers independent)"),
         TggShapesConfig(name="tiny", train_size=64, validation_size=32, test_size=32,
                         description="64 / 32 / 32 records, for tests"),
     ]
@@ -79,7 +84,9 @@ class TggShapes(common.RawDataBuilder):
         # Eval records stay single-turn, so task / gt_box / answer describe the whole record.
         multi_turn = config.multi_turn if split == "train" else 0.0
         tasks = config.train_tasks if split == "train" else shapes.TASKS
-        yield shapes.make_record(config.seed, split, entry.data, multi_turn, tasks=tuple(tasks))
+        yesno_turns = config.yesno_turns if split == "train" else 1
+        yield shapes.make_record(config.seed, split, entry.data, multi_turn, tasks=tuple(tasks),
+                                 yesno_turns=yesno_turns)
 
 
 def ensure_built(data_dir: epath.PathLike, config: str = "default") -> TggShapes:
