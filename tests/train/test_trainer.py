@@ -134,6 +134,7 @@ def test_sharded_step_equals_single_device(data_dir, tmp_path):
     ({"trainable": ("projektor\\..*",)}, "matches no parameter"),
     ({"trainable": ("clip\\..*",)}, "vision towers are frozen"),
     ({"data.mixture": ()}, "mixture is empty"),
+    ({"loss_normalization": "example"}, "loss_normalization must be one of"),
 ])
 def test_config_errors_are_clear_and_early(data_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
