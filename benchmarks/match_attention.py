@@ -8,7 +8,10 @@ checkpoint or trainer step directory), per decoder layer, on tgg_shapes test yes
   of that colour, divided by those cells' share of the image (1 = no preference), on "yes"
   questions (heads averaged);
 - image mass and largest single-cell weight of the colour word's attention, on "yes" and on "no"
-  questions: a difference is what a readout of "found it" could use.
+  questions: a difference is what a readout of "found it" could use;
+- whether the answer is there to read at all: the largest cosine between an image token (after
+  the projector) and the question's colour word embedding (and colour + kind words), turned
+  into yes/no by a threshold fitted on the first half of the questions and scored on the second.
 
     python benchmarks/match_attention.py --tokenizer runs/tiny/tokenizer runs/tiny/checkpoints/600
 
@@ -45,7 +48,8 @@ def main() -> None:
     for path in args.checkpoints:
         model, cfg = load_model(path)
         grid = int(round(cfg.image_tokens ** 0.5))
-        preference, found = [], {True: [], False: []}
+        preference, found, probe = [], {True: [], False: []}, []
+        table = np.asarray(model.llm.embed_tokens.embedding[...])
         for i in range(args.records):
             record = shapes.make_record(0, "test", i, tasks=("yesno",))
             question, answer = (turn["value"] for turn in record["conversations"])
@@ -63,6 +67,12 @@ def main() -> None:
             a = np.asarray(probs)[:, 0, :, word][..., cells]  # [L, heads, cells]
             positive = answer.lower().startswith("yes")
             found[positive].append((a.sum(-1).mean(-1), a.max(-1).mean(-1)))
+            kind = next(k for k in shapes.KINDS if f" {k} " in question)
+            embeds = np.asarray(model.embed_inputs(jnp.asarray(ids[None]), jnp.asarray(pixels["images"][None]),
+                                                   None))[0, cells]
+            words = [table[tokenizer.encode(" " + w)].sum(0) for w in (colour, kind)]
+            probe.append([largest_cosine(embeds, words[0]), largest_cosine(embeds, words[0] + words[1]),
+                          positive])
             match = np.array([o >= 0 and scene.shapes[o].color == colour for o in cell_targets(scene, grid)])
             if positive and match.any():
                 preference.append((a[..., match].sum(-1) / a.sum(-1)).mean(-1) / match.mean())
@@ -72,6 +82,21 @@ def main() -> None:
             mass, top = np.mean(found[positive], 0)
             print(f"  {'yes' if positive else 'no '} ({len(found[positive])}): image mass {np.round(mass, 3)}, "
                   f"largest cell {np.round(top, 3)}")
+        probe = np.asarray(probe)
+        for j, name in enumerate(("colour word", "colour + kind words")):
+            print(f"  threshold on the largest cosine of an image token with the {name}: "
+                  f"{threshold_accuracy(probe[:, j], probe[:, 2].astype(bool)):.3f} yes/no accuracy")
+
+
+def largest_cosine(cells: np.ndarray, word: np.ndarray) -> float:
+    return float(np.max(cells @ word / (np.linalg.norm(cells, axis=1) * np.linalg.norm(word))))
+
+
+def threshold_accuracy(score: np.ndarray, yes: np.ndarray) -> float:
+    """Accuracy on the second half of "score >= t means yes", t fitted on the first half."""
+    half = len(score) // 2
+    fit = max(np.unique(score[:half]), key=lambda t: np.mean((score[:half] >= t) == yes[:half]))
+    return float(np.mean((score[half:] >= fit) == yes[half:]))
 
 
 if __name__ == "__main__":

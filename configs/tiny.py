@@ -35,6 +35,11 @@ def get_config(arg: str = ""):
 
     c.batch_size = 32
     c.loss_chunk = 0
+    # Each sequence weighs 1, not each token: under the token mean a 2-token "which shape" or
+    # yes/no answer gets 1/10 of a 20-token box's pull. Measured here (600 steps, seeds 0 / 1):
+    # "which shape is <object>" 0.875 / 0.771 against 0.479 / 0.500, held-out loss 0.857 / 0.862
+    # against 0.850 / 0.858 (README).
+    c.loss_normalization = "sequence"
     c.total_steps = 600
     c.lr = 2e-3
     c.warmup_ratio = 0.03
