@@ -14,8 +14,9 @@ command can start from:
 
 Unlike the paper's CLIP this uses the generator's shape boxes for per-token targets, so it is a
 diagnostic of the conditions, not the paper's recipe (README, session 9: with it, several yes/no
-questions per image and 3000 steps the tiny model learns yes/no). It prints the relative squared error and, for shape
-tokens, how often the best-matching colour word is the right one, on 64 held-out scenes.
+questions per image and 3000 steps the tiny model learns yes/no). It prints the relative squared
+error and, for shape tokens, how often the best-matching colour word is the right one, on 64
+held-out scenes.
 """
 
 from __future__ import annotations

@@ -68,14 +68,20 @@ def to_reference_ids(ids, tokenizer):
     return out
 
 
-def test_last_layer_attention_equals_hf_eager(hf_and_model, tokenizer):
-    parts, model = hf_and_model
-    ids, images, objects = ref.example_inputs(seed=3)  # an image run and an object run, batch 2
+def example_inputs(tokenizer, seed):
+    """(reference ids, our ids, images, objects): an image run and an object run, batch 2."""
+    ids, images, objects = ref.example_inputs(seed=seed)
     stray = np.isin(ids, [tokenizer.image_id, tokenizer.object_id])
     ids = np.where(stray, 7, ids)  # ordinary tokens that would read as our placeholders
     assert 7 not in (tokenizer.image_id, tokenizer.object_id)
     ours = np.where(ids == ref.IMAGE_ID, tokenizer.image_id,
                     np.where(ids == ref.OBJECT_ID, tokenizer.object_id, ids))
+    return ids, ours, images, objects
+
+
+def test_last_layer_attention_equals_hf_eager(hf_and_model, tokenizer):
+    parts, model = hf_and_model
+    ids, ours, images, objects = example_inputs(tokenizer, seed=3)
     got = np.asarray(attention_maps.last_layer_attention(model, ours, images, objects))
     expected = hf_last_layer_attention(parts, ids, images, objects)
     assert got.shape == expected.shape == (2, 4, 48, 48)
@@ -84,10 +90,7 @@ def test_last_layer_attention_equals_hf_eager(hf_and_model, tokenizer):
 
 def test_every_layer_attention_equals_hf_eager(hf_and_model, tokenizer):
     parts, model = hf_and_model
-    ids, images, objects = ref.example_inputs(seed=4)
-    ids = np.where(np.isin(ids, [tokenizer.image_id, tokenizer.object_id]), 7, ids)
-    ours = np.where(ids == ref.IMAGE_ID, tokenizer.image_id,
-                    np.where(ids == ref.OBJECT_ID, tokenizer.object_id, ids))
+    ids, ours, images, objects = example_inputs(tokenizer, seed=4)
     got = np.asarray(attention_maps.every_layer_attention(model, ours, images, objects))
     expected = hf_attention(parts, ids, images, objects)
     assert got.shape == expected.shape and got.shape[0] == len(parts[0].model.layers) >= 2

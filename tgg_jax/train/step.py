@@ -29,6 +29,11 @@ class TrainState:
 LOSS_NORMALIZATIONS = ("token", "sequence")
 
 
+def check_loss_normalization(value: str, name: str = "loss_normalization") -> None:
+    if value not in LOSS_NORMALIZATIONS:
+        raise ValueError(f"{name} must be one of {LOSS_NORMALIZATIONS}, got {value!r}")
+
+
 def sequence_weights(mask: jax.Array, segment_ids: jax.Array) -> jax.Array:
     """Per-token loss weights [B, T] under which each packed sequence's target tokens sum to 1.
 
@@ -75,8 +80,7 @@ def chunked_cross_entropy(hidden: jax.Array, logits_fn, targets: jax.Array, mask
 def loss_sum_and_count(model, batch: dict, loss_chunk: int,
                        normalization: str = "token") -> tuple[jax.Array, jax.Array]:
     """(loss sum, its denominator): target tokens under "token", sequences under "sequence"."""
-    if normalization not in LOSS_NORMALIZATIONS:
-        raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
+    check_loss_normalization(normalization)
     hidden, _ = model.hidden_states(batch["input_ids"], positions=batch["positions"],
                                     segment_ids=batch["segment_ids"], images=batch.get("images"),
                                     objects=batch.get("objects"))
@@ -104,9 +108,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
     denominators are added before dividing, so accumulation gives the same update as one big
     batch. metrics["tokens"] is that denominator.
     """
-    if loss_normalization not in LOSS_NORMALIZATIONS:
-        raise ValueError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, "
-                         f"got {loss_normalization!r}")
+    check_loss_normalization(loss_normalization)
 
     def loss_fn(trainable, frozen, batch):
         model = nnx.merge(graphdef, trainable, frozen)

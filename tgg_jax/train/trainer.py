@@ -25,7 +25,7 @@ from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
 from tgg_jax.train.checkpointing import Checkpointer
 from tgg_jax.train.metrics import Reporter, peak_flops_per_device, train_flops_per_step
-from tgg_jax.train.step import LOSS_NORMALIZATIONS, TrainState, make_eval_step, make_train_step
+from tgg_jax.train.step import TrainState, check_loss_normalization, make_eval_step, make_train_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,9 +62,7 @@ def validate(config, num_devices: int | None = None, process_count: int | None =
             raise ValueError(f"config.data.mixture entries are (dataset, split, weight > 0); got {entry}")
     if max(config.data.buckets) > config.data.max_length:
         raise ValueError("config.data.buckets exceed config.data.max_length")
-    if config.loss_normalization not in LOSS_NORMALIZATIONS:
-        raise ValueError(f"config.loss_normalization must be one of {LOSS_NORMALIZATIONS}, "
-                         f"got {config.loss_normalization!r}")
+    check_loss_normalization(config.loss_normalization, "config.loss_normalization")
     if config.loss_chunk and any(b % config.loss_chunk for b in config.data.buckets):
         raise ValueError(f"every bucket must be a multiple of config.loss_chunk {config.loss_chunk}")
 
