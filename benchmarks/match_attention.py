@@ -15,7 +15,7 @@ checkpoint or trainer step directory), per decoder layer, on tgg_shapes test yes
 
     python benchmarks/match_attention.py --tokenizer runs/tiny/tokenizer runs/tiny/checkpoints/600
 
-Cells are the pooled image tokens; a shape owns a cell as in `benchmarks/tiny_align.py`.
+Cells are the pooled image tokens; a shape owns a cell as in `tgg_jax/train/tower_align.py`.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.tiny_align import cell_targets  # noqa: E402
 from tgg_jax.attention_maps import every_layer_attention  # noqa: E402
 from tgg_jax.data import shapes  # noqa: E402
 from tgg_jax.data.template import encode_conversation  # noqa: E402
 from tgg_jax.data.tokenizer import load_tokenizer  # noqa: E402
 from tgg_jax.inference import prompt_inputs  # noqa: E402
 from tgg_jax.predict import example_spec, load_model  # noqa: E402
+from tgg_jax.train.tower_align import cell_owners  # noqa: E402
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
             words = [table[tokenizer.encode(" " + w)].sum(0) for w in (colour, kind)]
             probe.append([largest_cosine(embeds, words[0]), largest_cosine(embeds, words[0] + words[1]),
                           positive])
-            match = np.array([o >= 0 and scene.shapes[o].color == colour for o in cell_targets(scene, grid)])
+            match = np.array([o >= 0 and scene.shapes[o].color == colour for o in cell_owners(scene, grid)])
             if positive and match.any():
                 preference.append((a[..., match].sum(-1) / a.sum(-1)).mean(-1) / match.mean())
         print(f"{path}: {len(preference)} yes questions with a matching cell")

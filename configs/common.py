@@ -39,6 +39,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.mimetic_gain = 0.0         # tiny only: > 0 starts query heads as their key heads
 
     c.init_from = ""                   # previous stage's checkpoint (or tgg-convert import-hf output)
+    # Tiny only, stage 0: > 0 first aligns the from-scratch towers and projector to the LLM's word
+    # embeddings for this many steps (tgg_jax/train/tower_align.py) and starts from the result.
+    c.tower_align = ml_collections.ConfigDict()
+    c.tower_align.steps = 0
+    c.tower_align.lr = 2e-3
+    c.tower_align.batch_size = 32
+    c.tower_align.seed = 0             # its scene stream (the model starts from config.seed)
     c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train
 
     c.data = ml_collections.ConfigDict()
@@ -65,6 +72,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.lr = 2e-5
     c.warmup_ratio = 0.03
+    c.decay_ratio = 1.0                # cosine over all steps after warm-up; < 1: constant, then
+                                       # cosine over the last decay_ratio of the steps
     c.weight_decay = 0.0
     c.grad_clip_norm = 1.0
     c.adam_b1 = 0.9

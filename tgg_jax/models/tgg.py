@@ -163,6 +163,10 @@ class TinyGroundingGPT(nnx.Module):
         x = feats.reshape(n, blocks, g // k, k, g // k, k, c).mean(axis=(3, 5))
         return x.reshape(n, -1, c)
 
+    def project(self, feats: jax.Array, pool: int) -> jax.Array:
+        """Visual features [N, P, C] -> LLM-space tokens [N, P/pool², H]: k x k pooled, projected."""
+        return self.projector(self._pool(feats, pool))
+
     def embed_inputs(self, input_ids: jax.Array, images: jax.Array | None = None,
                      objects: jax.Array | None = None) -> jax.Array:
         """Token embeddings with the visual rows written over the placeholder runs.
@@ -182,11 +186,10 @@ class TinyGroundingGPT(nnx.Module):
         feats = self.visual_features(jnp.concatenate(batches, axis=0))
         global_feats, object_feats = feats[: b * n_img], feats[b * n_img:]
         if n_img:
-            rows = self.projector(self._pool(global_feats, self.config.image_pool))
-            rows = rows.reshape(b, -1, embeds.shape[-1])
+            rows = self.project(global_feats, self.config.image_pool).reshape(b, -1, embeds.shape[-1])
             embeds = overwrite_placeholders(embeds, input_ids, self.config.image_token_id, rows)
         if n_obj:
-            rows = self.projector(self._pool(object_feats, self.config.object_pool)).reshape(b, -1, embeds.shape[-1])
+            rows = self.project(object_feats, self.config.object_pool).reshape(b, -1, embeds.shape[-1])
             embeds = overwrite_placeholders(embeds, input_ids, self.config.object_token_id, rows)
         return embeds
 

@@ -44,12 +44,26 @@ def check_patterns(patterns: Sequence[str], names: Sequence[str], towers_frozen:
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
-    """Linear warm-up over warmup_ratio of the steps, then cosine decay to 0 (SPEC §3)."""
+    """Linear warm-up over warmup_ratio of the steps, then cosine decay to 0 (SPEC §3).
+
+    With decay_ratio < 1 the rate holds at its peak after warm-up and the cosine takes only the
+    last decay_ratio of the steps (warm-up, stable, decay): a short run then spends most of its
+    steps at the peak rate instead of decaying from the start."""
     total = max(int(config.total_steps), 1)
     warmup = int(round(config.warmup_ratio * total))
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.lr, warmup_steps=warmup,
-        decay_steps=max(total, warmup + 1), end_value=0.0)
+    if not 0.0 < config.decay_ratio <= 1.0:
+        raise ValueError(f"config.decay_ratio must be in (0, 1], got {config.decay_ratio}")
+    if config.decay_ratio == 1.0:
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=config.lr, warmup_steps=warmup,
+            decay_steps=max(total, warmup + 1), end_value=0.0)
+    decay = max(int(round(config.decay_ratio * total)), 1)
+    stable_end = max(total - decay, warmup)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, config.lr, max(warmup, 1)),
+         optax.constant_schedule(config.lr),
+         optax.cosine_decay_schedule(config.lr, max(total - stable_end, 1), alpha=0.0)],
+        boundaries=[warmup, stable_end])
 
 
 def make_optimizer(config) -> optax.GradientTransformation:

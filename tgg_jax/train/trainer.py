@@ -23,6 +23,7 @@ from tgg_jax.data import pipeline
 from tgg_jax.models.tgg import TGGConfig, count_params
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
+from tgg_jax.train import tower_align
 from tgg_jax.train.checkpointing import Checkpointer
 from tgg_jax.train.metrics import Reporter, peak_flops_per_device, train_flops_per_step
 from tgg_jax.train.step import TrainState, check_loss_normalization, make_eval_step, make_train_step
@@ -63,6 +64,13 @@ def validate(config, num_devices: int | None = None, process_count: int | None =
     if max(config.data.buckets) > config.data.max_length:
         raise ValueError("config.data.buckets exceed config.data.max_length")
     check_loss_normalization(config.loss_normalization, "config.loss_normalization")
+    if config.tower_align.steps > 0:
+        if config.model.preset != "tiny":
+            raise ValueError("config.tower_align is for the from-scratch tiny model; the "
+                             f"{config.model.preset} preset imports pretrained towers")
+        if config.init_from:
+            raise ValueError("config.tower_align starts the model itself; it cannot be combined "
+                             f"with config.init_from ({config.init_from})")
     if config.loss_chunk and any(b % config.loss_chunk for b in config.data.buckets):
         raise ValueError(f"every bucket must be a multiple of config.loss_chunk {config.loss_chunk}")
 
@@ -150,9 +158,11 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     if checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore(state, data_iter)
         logging.info("resumed from step %d", int(state.step))
-    elif config.init_from:
-        state = state_lib.load_init_from(state, resolve_checkpoint(config.init_from), shardings, model_cfg)
-        logging.info("initialised parameters from %s", config.init_from)
+    elif config.init_from or config.tower_align.steps > 0:
+        path = (resolve_checkpoint(config.init_from) if config.init_from
+                else tower_align.ensure_aligned(config, workdir, tokenizer, model_cfg))
+        state = state_lib.load_init_from(state, path, shardings, model_cfg)
+        logging.info("initialised parameters from %s", path)
     return Run(config, workdir, tokenizer, model_cfg, mesh, graphdef, state, shardings, optimizer,
                schedule, checkpointer, data_iter, steps, spec)
 

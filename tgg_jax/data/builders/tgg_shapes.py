@@ -64,6 +64,10 @@ class TggShapes(common.RawDataBuilder):
         TggShapesConfig(name="yesno_multi", train_tasks=WEIGHTED_TRAIN_TASKS, yesno_turns=4,
                         description="weighted, but each train yes/no record asks up to 4 questions "
                                     "about its image (answers independent)"),
+        TggShapesConfig(name="yesno_only", train_tasks=("yesno",), yesno_turns=4,
+                        description="default's held-out splits; every train record asks up to 4 "
+                                    "yes/no questions about its image (for mixtures that weight "
+                                    "yes/no up)"),
         TggShapesConfig(name="tiny", train_size=64, validation_size=32, test_size=32,
                         description="64 / 32 / 32 records, for tests"),
     ]

@@ -1,0 +1,82 @@
+"""Stage 0 of the tiny model (tower alignment): per-cell targets, that it pulls the image tokens
+onto their words' embeddings and trains only the towers and projector, and the trainer's use of
+its checkpoint."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from tgg_jax import checkpoint
+from tgg_jax.convert.mapping import tgg_name
+from tgg_jax.data import shapes
+from tgg_jax.models.tgg import TinyGroundingGPT
+from tgg_jax.train import state as state_lib
+from tgg_jax.train import tower_align, trainer
+from tests.train.test_trainer import data_dir, params_of, small_config  # noqa: F401  (fixture)
+
+
+def test_cell_owners_hand_worked():
+    # 200 x 100 pads to a 200-px square with the image 50 px down; a 4 x 4 grid has 50-px cells.
+    big = shapes.Shape("circle", "red", "large", (0.0, 0.0, 40.0, 40.0))      # padded y 50-90
+    thin = shapes.Shape("star", "blue", "small", (120.0, 10.0, 180.0, 30.0))  # padded y 60-80
+    scene = shapes.Scene(200, 100, "plain", 0, (big, thin))
+    owners = tower_align.cell_owners(scene, 4)
+    expected = np.full(16, -1)
+    expected[1 * 4 + 0] = 0  # covers 1600 of the cell's 2500 px² (>= a third)
+    # `thin` covers 600 px² of cells (1, 2) and (1, 3), under a third: only its centre's cell,
+    # x = 150 -> column 3.
+    expected[1 * 4 + 3] = 1
+    np.testing.assert_array_equal(owners, expected)
+
+
+def flat_params(model) -> dict[str, np.ndarray]:
+    return {tgg_name(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def test_align_pulls_tokens_onto_their_words_and_trains_only_towers_and_projector(data_dir, tmp_path):  # noqa: F811
+    config = small_config(data_dir, **{"model.image_pool": 2, "model.vision_layers": 2})
+    tokenizer = trainer.load_run_tokenizer(config, str(tmp_path))
+    model_cfg = state_lib.model_config(config, tokenizer)
+    model = TinyGroundingGPT(model_cfg.replace(freeze_towers=False), rngs=nnx.Rngs(0))
+    before = flat_params(model)
+    m = tower_align.align(model, tokenizer, steps=150, lr=3e-3, batch_size=8, seed=0, log_every=50)
+    assert m["relative_error"] < 0.6 * m["relative_error_before"], m
+    # The colour word nearest a shape's token names its colour more often (chance: 1 in 6).
+    assert m["colour_match"] > max(m["colour_match_before"] + 0.07, 0.25), m
+    after = flat_params(model)
+    moved = {name for name in before if not np.array_equal(before[name], after[name])}
+    assert not {name for name in moved if name.startswith("llm.")}
+    assert {name for name in before if name.startswith("projector.")} <= moved
+    # Only what the penultimate layer's features depend on can move in each tower.
+    for tower in ("clip.", "dinov2."):
+        assert any(name.startswith(tower + "layers.0.") for name in moved), (tower, sorted(moved))
+
+
+def test_trainer_starts_from_the_aligned_checkpoint_and_reuses_it(data_dir, tmp_path, monkeypatch):  # noqa: F811
+    config = small_config(data_dir, **{"tower_align.steps": 3, "tower_align.batch_size": 4})
+    workdir = str(tmp_path / "w")
+    run = trainer.setup(config, workdir, with_data=False)
+    aligned = os.path.join(workdir, tower_align.ALIGNED_DIR)
+    with open(os.path.join(aligned, tower_align.REPORT_FILE)) as f:
+        report = json.load(f)
+    assert report["steps"] == 3 and report["seconds"] > 0 and "colour_match" in report
+    saved, _ = checkpoint.load_params(aligned)
+    flat = {tgg_name(p): np.asarray(v) for p, v in nnx.to_flat_state(nnx.State(saved))}
+    started = params_of(run)
+    assert flat.keys() == started.keys()
+    for name in flat:
+        np.testing.assert_array_equal(started[name], flat[name], err_msg=name)
+    fresh = params_of(trainer.setup(small_config(data_dir), str(tmp_path / "fresh"), with_data=False))
+    assert not np.array_equal(fresh["projector.linear_1.kernel"], started["projector.linear_1.kernel"])
+    # The LLM is the fresh one (eager vs jitted initialisation: last-bit differences).
+    np.testing.assert_allclose(fresh["llm.embed_tokens.embedding"], started["llm.embed_tokens.embedding"],
+                               rtol=1e-6, atol=1e-7)
+
+    def must_not_align(*args, **kwargs):
+        raise AssertionError("aligned again")
+    monkeypatch.setattr(tower_align, "align", must_not_align)
+    again = params_of(trainer.setup(config, workdir, with_data=False))
+    np.testing.assert_array_equal(again["projector.linear_1.kernel"], started["projector.linear_1.kernel"])
