@@ -51,16 +51,23 @@ def model_config(config, tokenizer) -> TGGConfig:
     return cfg.replace(llm=dataclasses.replace(cfg.llm, remat_policy=m.remat_policy))
 
 
+def fresh_model(model_cfg: TGGConfig, seed: int, mimetic_gain: float = 0.0) -> TinyGroundingGPT:
+    """The model a run starts from when nothing is loaded; mimetic_gain > 0 starts the LLM's
+    query heads as their key heads (qwen2.mimetic_init)."""
+    model = TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(seed))
+    if mimetic_gain:
+        qwen2.mimetic_init(model.llm, mimetic_gain)
+    return model
+
+
 def create_state(model_cfg: TGGConfig, optimizer: optax.GradientTransformation, trainable_patterns,
                  seed: int, mimetic_gain: float = 0.0):
-    """(graphdef, abstract TrainState with logical metadata, zero-argument init function).
-    mimetic_gain > 0 starts the LLM's query heads as their key heads (qwen2.mimetic_init)."""
+    """(graphdef, abstract TrainState with logical metadata, zero-argument init function that
+    builds `fresh_model`)."""
     is_trainable = trainable_filter(trainable_patterns)
 
     def init():
-        model = TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(seed))
-        if mimetic_gain:
-            qwen2.mimetic_init(model.llm, mimetic_gain)
+        model = fresh_model(model_cfg, seed, mimetic_gain)
         _, trainable, frozen = nnx.split(model, is_trainable, ...)
         return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
                           opt_state=optimizer.init(trainable))

@@ -35,8 +35,8 @@ from tgg_jax import checkpoint
 from tgg_jax.data import shapes
 from tgg_jax.data.coords import pad_offset
 from tgg_jax.data.preprocess import crop_object, preprocess_image
-from tgg_jax.models import qwen2
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+from tgg_jax.train import state as state_lib
 
 ALIGNED_DIR = "aligned"
 REPORT_FILE = "tower_align.json"  # inside ALIGNED_DIR: the stage's metrics and seconds
@@ -147,27 +147,27 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     held_out = [jnp.asarray(x) for x in draw_batch(np.random.default_rng(10_000 + seed), 64, words, grid,
                                                    cfg.image_size, crop_tokens)]
     rng = np.random.default_rng(seed)
-    before = [float(x) for x in evaluate(model, *held_out)]
+    before = error, match = tuple(float(x) for x in evaluate(model, *held_out))
     logging.info("tower alignment: step 0 held-out relative error %.3f, colour match %.3f", *before)
     start = time.time()
     for step in range(1, steps + 1):
         batch = draw_batch(rng, batch_size, words, grid, cfg.image_size, crop_tokens)
         train_step(model, optimizer, *(jnp.asarray(x) for x in batch))
-        if step % log_every == 0 or step == steps:
+        if step % log_every == 0 or step == steps:  # the last step's values are the result
             error, match = (float(x) for x in evaluate(model, *held_out))
             rate = step / (time.time() - start)
             print(f"[tower alignment {step}/{steps}] held-out relative error {error:.3f} colour match "
                   f"{match:.3f} | {rate:.2f} steps/s ETA {(steps - step) / rate:.0f} s", flush=True)
-    after = [float(x) for x in evaluate(model, *held_out)]
     return {"relative_error_before": before[0], "colour_match_before": before[1],
-            "relative_error": after[0], "colour_match": after[1]}
+            "relative_error": error, "colour_match": match}
 
 
 def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str:
     """WORKDIR/aligned, the stage-0 parameter checkpoint; trained first when it is not there.
 
-    The model starts exactly as the trainer's fresh state would (config.seed, mimetic gain), so
-    the LLM the main stage sees is the one whose embeddings the towers were aligned to."""
+    The model starts as the trainer's fresh state would (`state.fresh_model`), and the whole
+    checkpoint is loaded, so the LLM the main stage sees is the one whose embeddings the towers
+    were aligned to."""
     out = os.path.join(workdir, ALIGNED_DIR)
     if os.path.isfile(os.path.join(out, checkpoint.CONFIG_FILE)):
         return out
@@ -176,9 +176,9 @@ def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str
                          f"(it writes {out}), then start the multi-host run from the same workdir")
     a = config.tower_align
     logging.info("tower alignment (stage 0): %d steps of %d scenes into %s", a.steps, a.batch_size, out)
-    model = TinyGroundingGPT(model_cfg.replace(freeze_towers=False), rngs=nnx.Rngs(config.seed))
-    if config.model.mimetic_gain:
-        qwen2.mimetic_init(model.llm, config.model.mimetic_gain)
+    # Towers unfrozen for this stage only; the parameters start as the trainer's would.
+    model = state_lib.fresh_model(model_cfg.replace(freeze_towers=False), config.seed,
+                                  config.model.mimetic_gain)
     start = time.time()
     metrics = align(model, tokenizer, steps=a.steps, lr=a.lr, batch_size=a.batch_size, seed=a.seed)
     metrics.update(steps=a.steps, seconds=time.time() - start)
