@@ -1,7 +1,7 @@
-"""The longer tiny run (at most an hour on a 2-core CPU): the tiny default plus a stage 0 that
-aligns its towers to the LLM's word space, several yes/no questions per image and 5x the steps.
-Its target is REC Acc@0.5 >= 0.5 on the held-out tgg_shapes split (not reached; README); measure
-it with benchmarks/tiny_learning.py:
+"""The longer tiny run (at most an hour on a 2-core CPU): the tiny default's stage 0 with a
+4-layer LLM, the yesno_multi mixture (every task; yes/no records ask up to 4 questions) and
+3000 steps. Its target is REC Acc@0.5 >= 0.5 on the held-out tgg_shapes split (not reached;
+README); measure it with benchmarks/tiny_learning.py:
 
     python benchmarks/tiny_learning.py --config configs/tiny_long.py --workdir runs/tiny_long
 """
@@ -11,11 +11,8 @@ from configs import tiny
 
 def get_config(arg: str = ""):
     c = tiny.get_config(arg)
-    # Stage 0 (tgg_jax/train/tower_align.py): ~5 minutes. The LLM starts with mimetic attention
-    # (query heads as their key heads), so a question word first attends to image tokens like it.
-    c.tower_align.steps = 2000
-    c.model.mimetic_gain = 1.0
-    c.model.image_pool = 2             # 4 x 4 image tokens, each aligned to the shape under it
+    # The default's stage 0 (2000 steps), mimetic attention and 4 x 4 image tokens, 4 LLM layers.
+    c.model.num_layers = 4
     # Yes/no records ask up to 4 questions about their image: yes/no needs many more questions
     # than the weighted mixture's one per record gives in an hour (README, session 9).
     c.data.mixture = (("tgg_shapes/yesno_multi", "train", 1.0),)

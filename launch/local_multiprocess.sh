@@ -14,7 +14,8 @@
 #   PYTHON   the interpreter (default: python3)
 #
 # Example: two processes of two simulated CPU devices each, the tiny run:
-#   launch/local_multiprocess.sh 2 --config configs/tiny.py --workdir runs/tiny_2p --cpu_devices 2
+#   launch/local_multiprocess.sh 2 --config configs/tiny.py --workdir runs/tiny_2p --cpu_devices 2 \
+#       --config.tower_align.steps=0   (stage 0 runs in one process only)
 set -uo pipefail
 
 if [[ $# -lt 1 || ! "$1" =~ ^[1-9][0-9]*$ ]]; then

@@ -214,7 +214,7 @@ def tiny_args(data_dir, workdir, steps) -> list[str]:
             "--config.model.hidden_size=32", "--config.model.intermediate_size=64", "--config.model.num_layers=2",
             "--config.model.vision_width=32", "--config.model.vision_layers=1", "--config.model.vision_heads=2",
             "--config.model.image_size=56", "--config.model.object_pool=1", "--config.data.max_length=128",
-            "--config.data.buckets=(128,)"]
+            "--config.data.buckets=(128,)", "--config.tower_align.steps=0"]
 
 
 def launch_two(data_dir, workdir, steps, log_dir) -> str:

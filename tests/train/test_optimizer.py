@@ -11,7 +11,7 @@ from tgg_jax.train.optimizer import learning_rate_schedule
 
 def schedule(**overrides):
     c = tiny.get_config()
-    c.total_steps, c.lr, c.warmup_ratio = 100, 2.0, 0.1
+    c.total_steps, c.lr, c.warmup_ratio, c.decay_ratio = 100, 2.0, 0.1, 1.0
     for key, value in overrides.items():
         c[key] = value
     return learning_rate_schedule(c)

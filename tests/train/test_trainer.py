@@ -43,6 +43,7 @@ def small_config(data_dir, **overrides):
     c.checkpoint.every_steps, c.checkpoint.async_save = 2, False
     c.eval_every_steps = 0
     c.final_eval.enabled = False
+    c.tower_align.steps = 0  # the default's stage 0; test_tower_align covers it
     for key, value in overrides.items():
         target = c
         *parents, leaf = key.split(".")
