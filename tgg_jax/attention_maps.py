@@ -3,7 +3,8 @@ attention from an object representation (answer text, coordinates, or an `<objec
 to the image patches, summed over heads and query tokens, normalised, and laid over the image.
 
     result = attention_map(model, tokenizer, image_bytes, question, answer, query="answer")
-    result.heatmap                  # [grid, grid] in [0, 1], row-major patches of the padded image
+    result.heatmap                  # [g, g] in [0, 1], row-major image tokens (patches, or k x k
+                                    # pooled patches with image_pool k) of the padded image
     overlay_heatmap(result.image, result.heatmap)   # the padded image with the heatmap over it
 
 The model computes attention with jax.nn.dot_product_attention, which returns no weights, so the
@@ -195,7 +196,8 @@ def attention_map(model: TinyGroundingGPT, tokenizer: TggTokenizer, image: bytes
     probs = last_layer_attention(model, ids[None], pixels["images"][None], pixels["objects"][None])
     probs = np.asarray(probs[0])
     img = load_image(bytes(image), source="attention_map image")
-    return AttentionMap(heatmap=patch_heatmap(probs, query_positions, image_positions, config.grid),
+    return AttentionMap(heatmap=patch_heatmap(probs, query_positions, image_positions,
+                                                 config.grid // config.image_pool),
                         image=expand_to_square(img), offset=pad_offset(*img.size), query_text=query_text,
                         input_ids=ids, query_positions=query_positions,
                         image_positions=image_positions, probs=probs)
