@@ -78,3 +78,11 @@ def test_eight_h100_topology_without_a_gpu():
     devices = topology_devices("cuda:1x1x8", H100)
     assert len(devices) == 8 and {d.process_index for d in devices} == {0}
     assert devices[0].device_kind == "NVIDIA H100 80GB HBM3"
+
+
+def test_the_embedded_default_compiles_as_shipped():
+    """configs/tiny.py itself (2-layer LLM, pooled image tokens, stage 0 on) passes the config
+    checks and its real step compiles: a broken default would otherwise surface only in the
+    README's main command."""
+    report = compile_only(tiny.get_config())
+    assert report["peak_per_device_gib"] > 0
