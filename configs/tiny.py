@@ -1,9 +1,9 @@
 """The embedded default: a tiny TinyGroundingGPT trained from scratch on the built-in synthetic
-grounding data (tgg_shapes) on a CPU in about 12 minutes, then evaluated on the held-out split.
+grounding data (tgg_shapes) on a CPU in about 13 minutes, then evaluated on the held-out split.
 
     tgg-train --config configs/tiny.py --workdir runs/tiny
 
-Stage 0 first aligns the from-scratch towers to the LLM's word space (about 4.5 minutes), then
+Stage 0 first aligns the from-scratch towers to the LLM's word space (about 5 minutes), then
 900 steps on a yes/no-heavy mixture; the README's "What the main job shows" has the numbers.
 """
 
