@@ -196,8 +196,7 @@ def attention_map(model: TinyGroundingGPT, tokenizer: TggTokenizer, image: bytes
     probs = last_layer_attention(model, ids[None], pixels["images"][None], pixels["objects"][None])
     probs = np.asarray(probs[0])
     img = load_image(bytes(image), source="attention_map image")
-    return AttentionMap(heatmap=patch_heatmap(probs, query_positions, image_positions,
-                                                 config.grid // config.image_pool),
+    return AttentionMap(heatmap=patch_heatmap(probs, query_positions, image_positions, config.image_grid),
                         image=expand_to_square(img), offset=pad_offset(*img.size), query_text=query_text,
                         input_ids=ids, query_positions=query_positions,
                         image_positions=image_positions, probs=probs)

@@ -61,9 +61,14 @@ class TGGConfig:
         return self.clip.image_size // self.clip.patch_size
 
     @property
+    def image_grid(self) -> int:
+        """Side of the global image's token grid: the patch grid after image_pool."""
+        return self.grid // self.image_pool
+
+    @property
     def image_tokens(self) -> int:
         """Placeholder run length of `<image>` (576 for 336 px, patch 14, channel fusion)."""
-        return (self.grid // self.image_pool) ** 2 * (2 if self.fusion == "token" else 1)
+        return self.image_grid ** 2 * (2 if self.fusion == "token" else 1)
 
     @property
     def object_tokens(self) -> int:

@@ -121,7 +121,7 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     over shape tokens of 64 held-out scenes) before and after."""
     cfg = model.config
     words = word_ids(tokenizer)
-    grid = cfg.grid // cfg.image_pool
+    grid = cfg.image_grid
     crop_tokens = (cfg.grid // cfg.object_pool) ** 2
     optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.All(nnx.Param, TRAINED))
 
@@ -153,19 +153,18 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     start = time.time()
     # Drawing scenes (PIL, ~40 % of a step) overlaps the previous step: one worker draws the
     # batches in order from the same generator, so the stream is the same as drawn inline.
-    draw = ThreadPoolExecutor(max_workers=1)
-    next_batch = draw.submit(draw_batch, rng, batch_size, words, grid, cfg.image_size, crop_tokens)
-    for step in range(1, steps + 1):
-        batch = next_batch.result()
-        if step < steps:
-            next_batch = draw.submit(draw_batch, rng, batch_size, words, grid, cfg.image_size, crop_tokens)
-        train_step(model, optimizer, *(jnp.asarray(x) for x in batch))
-        if step % log_every == 0 or step == steps:  # the last step's values are the result
-            error, match = (float(x) for x in evaluate(model, *held_out))
-            rate = step / (time.time() - start)
-            print(f"[tower alignment {step}/{steps}] held-out relative error {error:.3f} colour match "
-                  f"{match:.3f} | {rate:.2f} steps/s ETA {(steps - step) / rate:.0f} s", flush=True)
-    draw.shutdown()
+    with ThreadPoolExecutor(max_workers=1) as draw:
+        next_batch = draw.submit(draw_batch, rng, batch_size, words, grid, cfg.image_size, crop_tokens)
+        for step in range(1, steps + 1):
+            batch = next_batch.result()
+            if step < steps:
+                next_batch = draw.submit(draw_batch, rng, batch_size, words, grid, cfg.image_size, crop_tokens)
+            train_step(model, optimizer, *(jnp.asarray(x) for x in batch))
+            if step % log_every == 0 or step == steps:  # the last step's values are the result
+                error, match = (float(x) for x in evaluate(model, *held_out))
+                rate = step / (time.time() - start)
+                print(f"[tower alignment {step}/{steps}] held-out relative error {error:.3f} colour match "
+                      f"{match:.3f} | {rate:.2f} steps/s ETA {(steps - step) / rate:.0f} s", flush=True)
     return {"relative_error_before": before[0], "colour_match_before": before[1],
             "relative_error": error, "colour_match": match}
 
