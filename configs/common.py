@@ -46,6 +46,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.tower_align.lr = 2e-3
     c.tower_align.batch_size = 32
     c.tower_align.seed = 0             # its scene stream (the model starts from config.seed)
+    c.tower_align.size_word = False    # targets name the size word too ("small", ...)
+    c.tower_align.box_code = 0.0       # > 0: image tokens also carry their shape's box (scale)
+    c.tower_align.box_weight = 1.0     # the box code's error weighs this many times a word's
     c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train
 
     c.data = ml_collections.ConfigDict()

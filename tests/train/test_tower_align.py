@@ -5,6 +5,8 @@ its checkpoint."""
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -30,6 +32,85 @@ def test_cell_owners_hand_worked():
     # x = 150 -> column 3.
     expected[1 * 4 + 3] = 1
     np.testing.assert_array_equal(owners, expected)
+
+
+def test_draw_batch_names_size_and_boxes_every_token():
+    tokenizer = _FakeTokenizer()
+    words = tower_align.word_ids(tokenizer)
+    rng = np.random.default_rng(3)
+    scene = shapes.sample_scene(np.random.default_rng(3))  # the scene draw_batch will draw first
+    images, crops, image_words, crop_words, boxes = tower_align.draw_batch(rng, 1, words, 4, 56, 4,
+                                                                           size_word=True)
+    assert image_words.shape[:3] == (1, 16, 3) and crop_words.shape[:3] == (1, 4, 3)
+    owners = tower_align.cell_owners(scene, 4)
+    side = max(scene.width, scene.height)
+    dx, dy = (side - scene.width) // 2, (side - scene.height) // 2
+    for i, o in enumerate(owners):
+        if o < 0:
+            r, c = divmod(i, 4)
+            np.testing.assert_allclose(boxes[0, i], [c / 4, r / 4, (c + 1) / 4, (r + 1) / 4])
+            assert (image_words[0, i] == words[tower_align.BACKGROUND]).all()
+        else:
+            s = scene.shapes[o]
+            x1, y1, x2, y2 = s.box
+            np.testing.assert_allclose(boxes[0, i], [(x1 + dx) / side, (y1 + dy) / side,
+                                                     (x2 + dx) / side, (y2 + dy) / side], rtol=1e-6)
+            assert [tuple(w) for w in image_words[0, i]] == [words[s.color], words[s.kind], words[s.size]]
+    # A zoomed crop shows no size: its third slot names no word.
+    assert (crop_words[0, :, 2] == -1).all()
+
+
+def test_box_code_is_orthogonal_to_the_words_and_decodes_back():
+    tokenizer = _FakeTokenizer()
+    words = tower_align.word_ids(tokenizer)
+    table = jax.random.normal(jax.random.key(1), (128, 32)) * 0.05
+    code = tower_align.box_code_basis(table, words)
+    used = np.array([tower_align._word_embedding(table, jnp.array(v)) for w, v in words.items()
+                     if w != tower_align.NO_WORD])
+    np.testing.assert_allclose(used @ np.asarray(code), 0, atol=1e-6)
+    gram = np.asarray(code.T @ code)
+    np.testing.assert_allclose(gram, gram[0, 0] * np.eye(4), atol=1e-6)
+    np.testing.assert_allclose(gram[0, 0], (used ** 2).sum(-1).mean(), rtol=1e-5)  # a word's size
+    box = jnp.array([[0.1, 0.25, 0.4, 0.9]])
+    token = tower_align._embed_words(table, jnp.array([[words["red"], words["circle"], words["small"]]]))
+    token = token + (2 * box - 1) @ code.T
+    np.testing.assert_allclose(tower_align.decode_boxes(token, code), box, atol=1e-5)
+
+
+def test_box_weight_scales_only_the_error_along_the_box_code(data_dir, tmp_path):  # noqa: F811
+    config = small_config(data_dir, **{"model.image_pool": 2})
+    tokenizer = trainer.load_run_tokenizer(config, str(tmp_path))
+    model = TinyGroundingGPT(state_lib.model_config(config, tokenizer).replace(freeze_towers=False),
+                             rngs=nnx.Rngs(0))
+    words = tower_align.word_ids(tokenizer)
+    cfg = model.config
+    batch = [jnp.asarray(x) for x in tower_align.draw_batch(
+        np.random.default_rng(0), 2, words, cfg.image_grid, cfg.image_size, (cfg.grid // cfg.object_pool) ** 2,
+        size_word=True)]
+    table = model.llm.embed_tokens.embedding[...]
+    code = tower_align.box_code_basis(table, words)
+    loss1, pred = tower_align._loss(model, *batch, code, 1.0)
+    loss3, _ = tower_align._loss(model, *batch, code, 3.0)
+    # By hand: the error split into its part along the code's (orthogonal) directions and the rest.
+    images, crops, image_words, crop_words, boxes = batch
+    target = jnp.concatenate([tower_align._embed_words(table, image_words) + (2 * boxes - 1) @ code.T,
+                              tower_align._embed_words(table, crop_words)], axis=1)
+    err = pred - target
+    along = ((err @ (code / jnp.linalg.norm(code, axis=0))) ** 2).sum()
+    norm = (target ** 2).sum(-1).mean() * err.shape[0] * err.shape[1]
+    np.testing.assert_allclose(loss1, (err ** 2).sum() / norm, rtol=1e-5)
+    np.testing.assert_allclose(loss3, ((err ** 2).sum() + 2 * along) / norm, rtol=1e-5)
+    # Without a code the box is not a target at all.
+    loss0, _ = tower_align._loss(model, *batch, jnp.zeros_like(code), 3.0)
+    words_only = tower_align._loss(model, *batch[:4], jnp.zeros_like(boxes), jnp.zeros_like(code))[0]
+    np.testing.assert_allclose(loss0, words_only, rtol=1e-6)
+
+
+class _FakeTokenizer:
+    """One or two ids per word, as a BPE gives: enough for word_ids' padding."""
+
+    def encode(self, text: str) -> list[int]:
+        return [3 + sum(map(ord, text)) % 50, 60 + len(text)][: 1 + len(text) % 2]
 
 
 def flat_params(model) -> dict[str, np.ndarray]:

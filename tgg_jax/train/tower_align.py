@@ -34,8 +34,9 @@ from flax import nnx
 
 from tgg_jax import checkpoint
 from tgg_jax.data import shapes
-from tgg_jax.data.coords import pad_offset
+from tgg_jax.data.coords import pad_offset, pixel_to_square
 from tgg_jax.data.preprocess import crop_object, preprocess_image
+from tgg_jax.evals.rec import box_iou
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
 from tgg_jax.train import state as state_lib
 
@@ -45,11 +46,15 @@ BACKGROUND = ","
 TRAINED = nnx.Any(nnx.PathContains("clip"), nnx.PathContains("dinov2"), nnx.PathContains("projector"))
 
 
+NO_WORD = ""  # a target slot with no word (a crop's size: a zoomed crop shows none)
+
+
 def word_ids(tokenizer) -> dict[str, tuple[int, ...]]:
-    """Token ids of every colour and kind word as it appears inside a question (after a space),
-    and of the background marker; padded with -1 to one length."""
-    ids = {w: tokenizer.encode(" " + w) for w in (*shapes.KINDS, *shapes.COLORS)}
+    """Token ids of every colour, kind and size word as it appears inside a question (after a
+    space), of the background marker, and NO_WORD (no ids); padded with -1 to one length."""
+    ids = {w: tokenizer.encode(" " + w) for w in (*shapes.KINDS, *shapes.COLORS, *shapes.SIZES)}
     ids[BACKGROUND] = tokenizer.encode(BACKGROUND)
+    ids[NO_WORD] = []
     longest = max(len(v) for v in ids.values())
     return {w: tuple(v) + (-1,) * (longest - len(v)) for w, v in ids.items()}
 
@@ -75,98 +80,155 @@ def cell_owners(scene: shapes.Scene, grid: int) -> np.ndarray:
     return owner.reshape(-1)
 
 
-def draw_batch(rng: np.random.Generator, n: int, words: dict, grid: int, size: int, crop_tokens: int):
+def cell_boxes(grid: int) -> np.ndarray:
+    """[grid², 4] each cell's own box [x1, y1, x2, y2] in the padded square's [0, 1] coordinates."""
+    r, c = np.divmod(np.arange(grid * grid), grid)
+    return np.stack([c, r, c + 1, r + 1], -1) / grid
+
+
+def draw_batch(rng: np.random.Generator, n: int, words: dict, grid: int, size: int, crop_tokens: int,
+               size_word: bool = False):
     """n fresh scenes -> (images uint8 [n,S,S,3], crops uint8 [n,S,S,3] of one random shape each,
-    image targets [n, grid², 2, L], crop targets [n, crop_tokens, 2, L]): per token the padded
-    word ids of (colour, kind)."""
-    images, crops, image_words, crop_words = [], [], [], []
-    background = (words[BACKGROUND], words[BACKGROUND])
+    image targets [n, grid², W, L], crop targets [n, crop_tokens, W, L], image boxes [n, grid², 4]):
+    per token the padded word ids of (colour, kind) or, with `size_word`, (colour, kind, size);
+    per image token the box of the shape under it (SPEC §2's padded-square coordinates), or the
+    cell's own box for background."""
+    images, crops, image_words, crop_words, image_boxes = [], [], [], [], []
+    nwords = 3 if size_word else 2
+    background = (words[BACKGROUND],) * nwords
+    own_boxes = cell_boxes(grid)
+
+    def named(s: shapes.Shape, shown_size: bool) -> tuple:
+        return ((words[s.color], words[s.kind], words[s.size if shown_size else NO_WORD])[:nwords])
+
     for _ in range(n):
         scene = shapes.sample_scene(rng)
         img = shapes.render_scene(scene).convert("RGB")
         images.append(preprocess_image(img, size))
-        image_words.append([(words[scene.shapes[o].color], words[scene.shapes[o].kind]) if o >= 0
-                            else background for o in cell_owners(scene, grid)])
+        owners = cell_owners(scene, grid)
+        image_words.append([named(scene.shapes[o], True) if o >= 0 else background for o in owners])
+        boxes = [pixel_to_square(s.box, scene.width, scene.height) for s in scene.shapes]
+        image_boxes.append([boxes[o] if o >= 0 else own_boxes[i] for i, o in enumerate(owners)])
         s = scene.shapes[rng.integers(len(scene.shapes))]
         crops.append(preprocess_image(crop_object(img, s.box), size))
-        crop_words.append([(words[s.color], words[s.kind])] * crop_tokens)
-    return np.stack(images), np.stack(crops), np.array(image_words), np.array(crop_words)
+        crop_words.append([named(s, False)] * crop_tokens)
+    return (np.stack(images), np.stack(crops), np.array(image_words), np.array(crop_words),
+            np.array(image_boxes, np.float32))
 
 
 def _word_embedding(table: jax.Array, w: jax.Array) -> jax.Array:
     """[..., L] padded word ids -> [..., D]: the word's mean token embedding."""
     valid = (w >= 0)[..., None]
-    return (table[jnp.maximum(w, 0)] * valid).sum(-2) / valid.sum(-2)
+    return (table[jnp.maximum(w, 0)] * valid).sum(-2) / jnp.maximum(valid.sum(-2), 1)
 
 
 def _embed_words(table: jax.Array, w: jax.Array) -> jax.Array:
-    """[..., 2, L] padded (colour, kind) word ids -> [..., D]: their embeddings summed."""
+    """[..., W, L] padded word ids -> [..., D]: their embeddings summed (NO_WORD adds nothing)."""
     return _word_embedding(table, w).sum(-2)
 
 
-def _loss(model: TinyGroundingGPT, images, crops, image_words, crop_words):
-    """Relative squared error of the image and crop tokens against their words' embeddings."""
+def box_code_basis(table: jax.Array, words: dict, dim: int = 4) -> jax.Array:
+    """[D, dim] orthonormal directions orthogonal to every target word's embedding, scaled to a
+    word embedding's RMS norm: the box code lives where it disturbs no word's match.
+
+    Deterministic in the (fixed) embedding table, so the main stage can rebuild it."""
+    vocab = jnp.stack([_word_embedding(table, jnp.array(v)) for w, v in words.items() if w != NO_WORD])
+    words_basis = jnp.linalg.svd(vocab.T, full_matrices=False)[0]  # [D, #words]
+    rand = jax.random.normal(jax.random.key(0), (table.shape[1], dim), jnp.float32)
+    rand = rand - words_basis @ (words_basis.T @ rand)
+    q = jnp.linalg.qr(rand)[0]
+    return q * jnp.sqrt((vocab ** 2).sum(-1).mean())
+
+
+def _loss(model: TinyGroundingGPT, images, crops, image_words, crop_words, image_boxes, code,
+          box_weight=1.0):
+    """Relative squared error of the image and crop tokens against their words' embeddings, plus
+    for image tokens `code` @ (2 box - 1) when a box code is on (`code` [D, 4], else zeros); the
+    error along the code's directions weighs `box_weight` times."""
     cfg = model.config
     table = jax.lax.stop_gradient(model.llm.embed_tokens.embedding[...])
     pred = jnp.concatenate([model.project(model.visual_features(images), cfg.image_pool),
                             model.project(model.visual_features(crops), cfg.object_pool)], axis=1)
-    target = jnp.concatenate([_embed_words(table, image_words), _embed_words(table, crop_words)], axis=1)
-    return ((pred - target) ** 2).mean() / (target ** 2).mean(), pred
+    image_target = _embed_words(table, image_words) + (2 * image_boxes - 1) @ code.T
+    target = jnp.concatenate([image_target, _embed_words(table, crop_words)], axis=1)
+    error = ((pred - target) ** 2).sum(-1)
+    unit = code / jnp.maximum(jnp.linalg.norm(code, axis=0), 1e-12)  # zeros when no code
+    error = error + (box_weight - 1) * (((pred - target) @ unit) ** 2).sum(-1)
+    return error.mean() / (target ** 2).sum(-1).mean(), pred
+
+
+def decode_boxes(tokens: jax.Array, code: jax.Array) -> jax.Array:
+    """[..., D] image tokens -> [..., 4] the boxes their box code reads (least squares)."""
+    return ((tokens @ code) / (code ** 2).sum(0) + 1) / 2
 
 
 def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
+          size_word: bool = False, box_code: float = 0.0, box_weight: float = 1.0,
           log_every: int = 50) -> dict:
     """Train `model`'s towers and projector in place; returns the held-out relative error and
     colour match (how often the colour word with the largest dot product is the shape's own,
-    over shape tokens of 64 held-out scenes) before and after."""
+    over shape tokens of 64 held-out scenes) before and after; with a box code, also how often
+    the box a shape token's code reads overlaps its shape's by IoU >= 0.5 (`box_match`)."""
     cfg = model.config
     words = word_ids(tokenizer)
     grid = cfg.image_grid
     crop_tokens = (cfg.grid // cfg.object_pool) ** 2
+    table = model.llm.embed_tokens.embedding[...]
+    code = box_code * box_code_basis(table, words) if box_code else jnp.zeros((table.shape[1], 4))
     optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.All(nnx.Param, TRAINED))
 
     @nnx.jit
     def train_step(model, optimizer, *batch):
         trained = nnx.DiffState(0, nnx.All(nnx.Param, TRAINED))
-        (loss, _), grads = nnx.value_and_grad(_loss, has_aux=True, argnums=trained)(model, *batch)
+        (loss, _), grads = nnx.value_and_grad(_loss, has_aux=True, argnums=trained)(model, *batch, code, box_weight)
         optimizer.update(model, grads)
         return loss
 
     colours = jnp.array([words[c] for c in shapes.COLORS])
 
     @nnx.jit
-    def evaluate(model, images, crops, image_words, crop_words):
-        loss, pred = _loss(model, images, crops, image_words, crop_words)
-        table = model.llm.embed_tokens.embedding[...]
+    def evaluate(model, images, crops, image_words, crop_words, image_boxes):
+        loss, pred = _loss(model, images, crops, image_words, crop_words, image_boxes, code, box_weight)
         colour_table = _word_embedding(table, colours)
         shape_tokens = image_words[..., 0, 0] != words[BACKGROUND][0]
         colour_of = jnp.argmax((image_words[..., 0, :][..., None, :] == colours).all(-1), -1)
-        best = (pred[:, :image_words.shape[1]] @ colour_table.T).argmax(-1)
-        return loss, ((best == colour_of) & shape_tokens).sum() / shape_tokens.sum()
+        image_pred = pred[:, :image_words.shape[1]]
+        best = (image_pred @ colour_table.T).argmax(-1)
+        return (loss, ((best == colour_of) & shape_tokens).sum() / shape_tokens.sum(), shape_tokens,
+                decode_boxes(image_pred, code))
 
+    def measure(model, held_out) -> dict:
+        error, match, shape_tokens, boxes = evaluate(model, *held_out)
+        out = {"relative_error": float(error), "colour_match": float(match)}
+        if box_code:
+            shape_tokens, boxes, truth = (np.asarray(x) for x in (shape_tokens, boxes, held_out[-1]))
+            out["box_match"] = float(np.mean([box_iou(b, t) >= 0.5 for b, t in
+                                              zip(boxes[shape_tokens], truth[shape_tokens])]))
+        return out
+
+    draw = lambda rng, n: draw_batch(rng, n, words, grid, cfg.image_size, crop_tokens, size_word)
     # A scene stream of its own for the held-out scenes, apart from the training stream.
-    held_out = [jnp.asarray(x) for x in draw_batch(np.random.default_rng(10_000 + seed), 64, words, grid,
-                                                   cfg.image_size, crop_tokens)]
+    held_out = [jnp.asarray(x) for x in draw(np.random.default_rng(10_000 + seed), 64)]
     rng = np.random.default_rng(seed)
-    before = error, match = tuple(float(x) for x in evaluate(model, *held_out))
-    logging.info("tower alignment: step 0 held-out relative error %.3f, colour match %.3f", *before)
+    before = result = measure(model, held_out)
+    logging.info("tower alignment: step 0 held-out %s", before)
     start = time.time()
     # Drawing scenes (PIL, ~40 % of a step) overlaps the previous step: one worker draws the
     # batches in order from the same generator, so the stream is the same as drawn inline.
-    with ThreadPoolExecutor(max_workers=1) as draw:
-        next_batch = draw.submit(draw_batch, rng, batch_size, words, grid, cfg.image_size, crop_tokens)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        next_batch = pool.submit(draw, rng, batch_size)
         for step in range(1, steps + 1):
             batch = next_batch.result()
             if step < steps:
-                next_batch = draw.submit(draw_batch, rng, batch_size, words, grid, cfg.image_size, crop_tokens)
+                next_batch = pool.submit(draw, rng, batch_size)
             train_step(model, optimizer, *(jnp.asarray(x) for x in batch))
             if step % log_every == 0 or step == steps:  # the last step's values are the result
-                error, match = (float(x) for x in evaluate(model, *held_out))
+                result = measure(model, held_out)
                 rate = step / (time.time() - start)
-                print(f"[tower alignment {step}/{steps}] held-out relative error {error:.3f} colour match "
-                      f"{match:.3f} | {rate:.2f} steps/s ETA {(steps - step) / rate:.0f} s", flush=True)
-    return {"relative_error_before": before[0], "colour_match_before": before[1],
-            "relative_error": error, "colour_match": match}
+                shown = " ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in result.items())
+                print(f"[tower alignment {step}/{steps}] held-out {shown} | {rate:.2f} steps/s "
+                      f"ETA {(steps - step) / rate:.0f} s", flush=True)
+    return {**{f"{k}_before": v for k, v in before.items()}, **result}
 
 
 def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str:
@@ -187,7 +249,8 @@ def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str
     model = state_lib.fresh_model(model_cfg.replace(freeze_towers=False), config.seed,
                                   config.model.mimetic_gain)
     start = time.time()
-    metrics = align(model, tokenizer, steps=a.steps, lr=a.lr, batch_size=a.batch_size, seed=a.seed)
+    metrics = align(model, tokenizer, steps=a.steps, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
+                    size_word=a.size_word, box_code=a.box_code, box_weight=a.box_weight)
     metrics.update(steps=a.steps, seconds=time.time() - start)
     logging.info("tower alignment done: %s", metrics)
     params = checkpoint.to_host(nnx.state(model, nnx.Param).to_pure_dict())
