@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from tests import tiny_run
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "launch")
 STAGES = ("stage1_pretrain", "stage1_finetune", "stage2", "stage3")
@@ -207,14 +209,7 @@ def data_dir(tmp_path_factory):
 
 
 def tiny_args(data_dir, workdir, steps) -> list[str]:
-    return ["--config", "configs/tiny.py", "--workdir", workdir, "--cpu_devices=2",
-            "--config.data.data_dir", data_dir, "--config.data.mixture", "(('tgg_shapes/tiny','train',1.0),)",
-            "--config.data.eval", "()", "--config.final_eval.enabled=False", f"--config.total_steps={steps}",
-            "--config.batch_size=8", "--config.log_every_steps=1", "--config.checkpoint.every_steps=1000",
-            "--config.model.hidden_size=32", "--config.model.intermediate_size=64", "--config.model.num_layers=2",
-            "--config.model.vision_width=32", "--config.model.vision_layers=1", "--config.model.vision_heads=2",
-            "--config.model.image_size=56", "--config.model.object_pool=1", "--config.data.max_length=128",
-            "--config.data.buckets=(128,)", "--config.tower_align.steps=0"]
+    return ["--cpu_devices=2", *tiny_run.cli_args(data_dir, workdir, steps, **{"checkpoint.every_steps": 1000})]
 
 
 def launch_two(data_dir, workdir, steps, log_dir) -> str:

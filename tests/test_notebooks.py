@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from configs import tiny
+from tests import tiny_run
 from tgg_jax.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,17 +32,11 @@ def checkpoints(tmp_path_factory):
     from tgg_jax.data.builders.tgg_shapes import ensure_built
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     ensure_built(data_dir, "tiny")
-    c = tiny.get_config()
-    c.model.hidden_size, c.model.intermediate_size, c.model.num_layers = 32, 64, 2
-    c.model.vision_width, c.model.vision_layers, c.model.vision_heads = 32, 1, 2
-    c.model.image_size = 56  # 4 x 4 patches; objects pooled 2 x 2 as in the tiny config
-    c.data.data_dir, c.data.mixture, c.data.eval = data_dir, (("tgg_shapes/tiny", "train", 1.0),), ()
-    c.data.max_length, c.data.buckets = 128, (128,)
-    c.batch_size, c.total_steps, c.log_every_steps = 8, 2, 1
-    c.checkpoint.every_steps, c.checkpoint.async_save = 1, False
-    c.eval_every_steps, c.final_eval.enabled = 0, False
-    c.tower_align.steps = 0
-    c.mesh.data = 1  # one device compiles fastest; the notebooks restore onto their own mesh
+    # Objects pooled 2 x 2 as in the tiny config (56 px: 4 x 4 patches); one device compiles
+    # fastest, and the notebooks restore onto their own mesh.
+    c = tiny_run.small_config(data_dir, **{"model.object_pool": 2, "total_steps": 2, "checkpoint.every_steps": 1,
+                                           "checkpoint.async_save": False, "eval_every_steps": 0,
+                                           "mesh.data": 1})
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     trainer.train(trainer.setup(c, workdir, devices=jax.devices()[:1]))
     return os.path.join(workdir, "checkpoints")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import tiny
+from tests import tiny_run
 from tgg_jax.convert.mapping import tgg_name
 from tgg_jax.train import trainer
 
@@ -30,27 +30,10 @@ def data_dir(tmp_path_factory):
 
 
 def small_config(data_dir, **overrides):
-    c = tiny.get_config()
-    c.model.hidden_size, c.model.intermediate_size, c.model.num_layers = 32, 64, 2
-    c.model.num_heads, c.model.num_kv_heads = 4, 2
-    c.model.vision_width, c.model.vision_layers, c.model.vision_heads = 32, 1, 2
-    c.model.image_size, c.model.object_pool = 56, 1  # 16 tokens per image and per object
-    c.data.data_dir = data_dir
-    c.data.mixture = (("tgg_shapes/tiny", "train", 1.0),)
-    c.data.eval = ()
-    c.data.max_length, c.data.buckets = 128, (128,)
-    c.batch_size, c.total_steps, c.log_every_steps = 8, 4, 1
-    c.checkpoint.every_steps, c.checkpoint.async_save = 2, False
-    c.eval_every_steps = 0
-    c.final_eval.enabled = False
-    c.tower_align.steps = 0  # the default's stage 0; test_tower_align covers it
-    for key, value in overrides.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return c
+    """tests/tiny_run.py's small config, stepping 4 times and checkpointing every 2 steps."""
+    return tiny_run.small_config(data_dir, **{"total_steps": 4, "checkpoint.every_steps": 2,
+                                              "checkpoint.async_save": False, "eval_every_steps": 0,
+                                              **overrides})
 
 
 def params_of(run) -> dict[str, np.ndarray]:
@@ -153,15 +136,8 @@ def test_unknown_config_key_is_refused(tmp_path):
 
 
 def _cli_args(data_dir, workdir, steps):
-    return [sys.executable, "-m", "tgg_jax.train.main", "--config", "configs/tiny.py", "--workdir", workdir,
-            "--config.data.data_dir", data_dir, "--config.data.mixture", "(('tgg_shapes/tiny','train',1.0),)",
-            "--config.data.eval", "()", "--config.final_eval.enabled=False",
-            f"--config.total_steps={steps}", "--config.batch_size=8", "--config.log_every_steps=1",
-            "--config.checkpoint.every_steps=1000", "--config.model.hidden_size=32",
-            "--config.model.intermediate_size=64", "--config.model.num_layers=2",
-            "--config.model.vision_width=32", "--config.model.vision_layers=1", "--config.model.vision_heads=2",
-            "--config.model.image_size=56", "--config.model.object_pool=1",
-            "--config.data.max_length=128", "--config.data.buckets=(128,)", "--config.tower_align.steps=0"]
+    return [sys.executable, "-m", "tgg_jax.train.main",
+            *tiny_run.cli_args(data_dir, workdir, steps, **{"checkpoint.every_steps": 1000})]
 
 
 def test_sigterm_saves_a_checkpoint_that_restores(data_dir, tmp_path):
