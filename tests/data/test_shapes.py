@@ -262,9 +262,34 @@ def test_yesno_turns_ask_different_true_questions_of_one_image():
     assert len(later) == 3 * 30 and 0.35 < later.count("Yes") / len(later) < 0.65
 
 
+def test_rec_turns_ask_for_different_shapes_of_one_image():
+    from tgg_jax.data.builders.tgg_shapes import REC_TRAIN_TASKS as cycle
+    sizes = []
+    for i in range(64):
+        one = shapes.make_record(SEED, "train", i, render=False, tasks=cycle)
+        many = shapes.make_record(SEED, "train", i, render=False, tasks=cycle, rec_turns=4)
+        if cycle[i % len(cycle)] != "rec":
+            assert many["conversations"] == one["conversations"]  # other tasks' records do not change
+            continue
+        scene = _scene("train", i)
+        expressions = dict(zip(shapes.referring_expressions(scene), scene.shapes))
+        assert many["conversations"][:2] == one["conversations"][:2]  # the first turn as before
+        questions = [q["value"] for q in many["conversations"][0::2]]
+        answers = [a["value"] for a in many["conversations"][1::2]]
+        # Up to 4 turns, never more than the scene's shapes, each about a different shape.
+        assert len(questions) == min(4, len(scene.shapes)) == len(set(questions))
+        for q, a in zip(questions, answers):
+            shape = expressions[re.match(r"Output the coordinate of (.+)\.$", q).group(1)]
+            box = coords.pixel_to_square(shape.box, scene.width, scene.height)
+            np.testing.assert_allclose(coords.parse_first_box(a), box, atol=5e-4)
+        sizes.append(len(questions))
+    assert len(sizes) == 3 * 8 and max(sizes) == 4 and min(sizes) == 2
+
+
 @pytest.mark.parametrize("name, tasks", [("weighted", "WEIGHTED_TRAIN_TASKS"),
                                          ("yesno_half", "YESNO_HALF_TRAIN_TASKS"),
-                                         ("yesno_multi", "WEIGHTED_TRAIN_TASKS")])
+                                         ("yesno_multi", "WEIGHTED_TRAIN_TASKS"),
+                                         ("rec_multi", "REC_TRAIN_TASKS")])
 def test_tilted_configs_hold_the_default_held_out_records(name, tasks):
     from tgg_jax.data.builders import tgg_shapes
     default, tilted = (tgg_shapes.TggShapes(config=c, data_dir="/nonexistent") for c in ("default", name))
@@ -276,7 +301,10 @@ def test_tilted_configs_hold_the_default_held_out_records(name, tasks):
     cycle = getattr(tgg_shapes, tasks)
     train = [next(tilted._entry_records("train", shapes_entry(i)))["task"] for i in range(2 * len(cycle))]
     single = [(t, cycle[i % len(cycle)]) for i, t in enumerate(train) if t != "mixed"]
-    assert len(single) >= len(cycle) and all(t == expected for t, expected in single)  # multi-turn: "mixed"
+    # Multi-turn records are "mixed"; so are all of a task asked several times per record.
+    asked_once = [t for t in cycle if not ((t == "yesno" and tilted.builder_config.yesno_turns > 1)
+                                           or (t == "rec" and tilted.builder_config.rec_turns > 1))]
+    assert len(single) >= len(asked_once) and all(t == expected for t, expected in single)
 
 
 def shapes_entry(i):

@@ -307,13 +307,14 @@ def make_turn(scene: Scene, task: str, rng: np.random.Generator, positive: bool 
     raise ValueError(f"unknown tgg_shapes task {task!r}; expected one of {TASKS}")
 
 
-def _more_yesno_turns(scene: Scene, rng: np.random.Generator, count: int, asked: set) -> list[Turn]:
-    """`count` yes/no turns with fair-coin answers, none repeating a question in `asked`."""
+def _more_turns(scene: Scene, task: str, rng: np.random.Generator, count: int, asked: set) -> list[Turn]:
+    """Up to `count` turns of `task` (yes/no answers a fair coin), none repeating a question in
+    `asked`: for REC, the scene's other shapes."""
     turns = []
     for _ in range(20 * count):  # a scene with one (colour, kind) pair can run out of "Yes" questions
         if len(turns) == count:
             break
-        turn = make_turn(scene, "yesno", rng, positive=bool(rng.random() < 0.5))
+        turn = make_turn(scene, task, rng, positive=bool(rng.random() < 0.5))
         if turn.question not in asked:
             asked.add(turn.question)
             turns.append(turn)
@@ -326,7 +327,8 @@ def record_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
-                render: bool = True, tasks: tuple[str, ...] = TASKS, yesno_turns: int = 1) -> dict:
+                render: bool = True, tasks: tuple[str, ...] = TASKS, yesno_turns: int = 1,
+                rec_turns: int = 1) -> dict:
     """Record `index` of a split, in the SPEC §2 record format plus task / gt_box / answer.
 
     Tasks cycle through `tasks` by index (a task listed twice comes twice as often) and yes/no
@@ -338,7 +340,8 @@ def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
     `yesno_turns` > 1 asks a yes/no record that many different questions about its one image
     (and no other turns): the first answer follows the alternation above, every later one is a
     fair coin, so earlier answers in the record say nothing about later ones. Records of the
-    other tasks are the same for every `yesno_turns`.
+    other tasks are the same for every `yesno_turns`. `rec_turns` > 1 likewise asks a REC record
+    for up to that many of its scene's shapes (the first turn as with 1).
     """
     rng = record_rng(seed, split, index)
     scene = sample_scene(rng)
@@ -348,8 +351,9 @@ def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
         raise ValueError(f"tasks must be a non-empty sequence of {TASKS}, got {tasks}")
     task, positive = tasks[index % len(tasks)], (index // len(tasks)) % 2 == 0
     turns = [make_turn(scene, task, rng, positive=positive)]
-    if task == "yesno" and yesno_turns > 1:
-        turns += _more_yesno_turns(scene, rng, yesno_turns - 1, asked={turns[0].question})
+    more = {"yesno": yesno_turns, "rec": rec_turns}.get(task, 1) - 1
+    if more > 0:
+        turns += _more_turns(scene, task, rng, more, asked={turns[0].question})
     elif rng.random() < multi_turn:
         for _ in range(int(rng.integers(1, 3))):
             task = TASKS[rng.integers(len(TASKS))]

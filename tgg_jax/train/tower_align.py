@@ -9,6 +9,13 @@ fresh from the tgg_shapes generator on a stream of their own (`tower_align.seed`
 split, and the per-token targets come from the generator's boxes, the labelled corpus this
 stage's "pretraining" stands for.
 
+REC needs more than words: where a shape is. Regressed onto words alone, the image tokens lose
+their position (the target does not depend on it), and no run learned REC. With
+`tower_align.box_code` each image token's target also holds its shape's box (a background
+token's: its own cell), written along 4 directions orthogonal to every target word so that
+the words' match is untouched, as a real tower's features carry both what and where;
+`size_word` adds the size word ("small") that REC expressions use.
+
 Why (README, "What the main job shows"): without word-space image tokens the tiny model never
 learned yes/no in any CPU-sized run; with them (2000 steps here) and ~15 k yes/no records at a
 held learning rate, the tiny default answers 0.85 of the held-out yes/no questions.

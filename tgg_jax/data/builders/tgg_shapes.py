@@ -22,6 +22,8 @@ from tgg_jax.data.builders import common
 # visual features to colour and kind words, and yes/no needs those words found in the image.
 WEIGHTED_TRAIN_TASKS = ("object", "yesno", "rec", "object", "caption", "yesno", "object", "describe")
 # Yes/no needs more questions than the weighted mixture gives in a CPU-sized run (README).
+# REC is the slowest task to learn from scratch: 3 of 8 records, each asking up to 4 shapes.
+REC_TRAIN_TASKS = ("rec", "object", "yesno", "rec", "caption", "object", "rec", "describe")
 YESNO_HALF_TRAIN_TASKS = ("yesno", "object", "yesno", "rec", "yesno", "caption", "yesno", "describe",
                           "yesno", "object")
 
@@ -40,6 +42,8 @@ class TggShapesConfig(tfds.core.BuilderConfig):
     train_tasks: tuple[str, ...] = shapes.TASKS
     # Yes/no questions per train yes/no record (shapes.make_record); held-out records ask one.
     yesno_turns: int = 1
+    # REC questions per train REC record, about different shapes (held-out records ask one).
+    rec_turns: int = 1
 
 
 class TggShapes(common.RawDataBuilder):
@@ -68,6 +72,10 @@ class TggShapes(common.RawDataBuilder):
                         description="default's held-out splits; every train record asks up to 4 "
                                     "yes/no questions about its image (for mixtures that weight "
                                     "yes/no up)"),
+        TggShapesConfig(name="rec_multi", train_tasks=REC_TRAIN_TASKS, yesno_turns=4, rec_turns=4,
+                        description="default's held-out splits; train weighted towards REC "
+                                    "(3 of 8 records), each REC record asking about up to 4 of its "
+                                    "shapes and each yes/no record up to 4 questions"),
         TggShapesConfig(name="tiny", train_size=64, validation_size=32, test_size=32,
                         description="64 / 32 / 32 records, for tests"),
     ]
@@ -88,9 +96,10 @@ class TggShapes(common.RawDataBuilder):
         # Eval records stay single-turn, so task / gt_box / answer describe the whole record.
         multi_turn = config.multi_turn if split == "train" else 0.0
         tasks = config.train_tasks if split == "train" else shapes.TASKS
-        yesno_turns = config.yesno_turns if split == "train" else 1
+        train = split == "train"
         yield shapes.make_record(config.seed, split, entry.data, multi_turn, tasks=tuple(tasks),
-                                 yesno_turns=yesno_turns)
+                                 yesno_turns=config.yesno_turns if train else 1,
+                                 rec_turns=config.rec_turns if train else 1)
 
 
 def ensure_built(data_dir: epath.PathLike, config: str = "default") -> TggShapes:
