@@ -240,42 +240,39 @@ def test_task_cycle_sets_the_mixture():
         shapes.make_record(0, "train", 0, tasks=("rec", "pointing"))
 
 
+def _asked_more(cycle, count: int, task: str, **turns):
+    """(index, the record's turns) for records 0..count-1 of `task` asked with `turns`
+    (yesno_turns=4, ...); checks that every other record, and the first turn, is unchanged."""
+    for i in range(count):
+        one = shapes.make_record(SEED, "train", i, render=False, tasks=cycle)
+        many = shapes.make_record(SEED, "train", i, render=False, tasks=cycle, **turns)
+        if cycle[i % len(cycle)] != task:
+            assert many["conversations"] == one["conversations"]  # other tasks' records do not change
+            np.testing.assert_array_equal(many["objects"], one["objects"])
+            continue
+        assert many["conversations"][:2] == one["conversations"][:2]  # the first turn as before
+        yield i, [q["value"] for q in many["conversations"][0::2]], [a["value"] for a in many["conversations"][1::2]]
+
+
 def test_yesno_turns_ask_different_true_questions_of_one_image():
     from tgg_jax.data.builders.tgg_shapes import WEIGHTED_TRAIN_TASKS as cycle
     later = []
-    for i in range(120):
-        one = shapes.make_record(SEED, "train", i, render=False, tasks=cycle)
-        four = shapes.make_record(SEED, "train", i, render=False, tasks=cycle, yesno_turns=4)
-        if cycle[i % len(cycle)] != "yesno":
-            assert four["conversations"] == one["conversations"]  # other tasks' records do not change
-            np.testing.assert_array_equal(four["objects"], one["objects"])
-            continue
+    for i, questions, answers in _asked_more(cycle, 120, "yesno", yesno_turns=4):
         present = {(s.color, s.kind) for s in _scene("train", i).shapes}
-        questions = four["conversations"][0::2]
-        answers = [t["value"] for t in four["conversations"][1::2]]
-        assert four["conversations"][:2] == one["conversations"][:2]  # the balanced first turn
-        assert len(questions) == 4 and len({q["value"] for q in questions}) == 4
+        assert len(questions) == 4 and len(set(questions)) == 4
         for q, a in zip(questions, answers):
-            color, kind = re.match(r"Is there an? (\w+) (\w+) in the image\?", q["value"]).groups()
+            color, kind = re.match(r"Is there an? (\w+) (\w+) in the image\?", q).groups()
             assert a == ("Yes" if (color, kind) in present else "No"), (i, q, a)
-        later += answers[1:]
+        later += answers[1:]  # the first answer keeps the balanced alternation
     assert len(later) == 3 * 30 and 0.35 < later.count("Yes") / len(later) < 0.65
 
 
 def test_rec_turns_ask_for_different_shapes_of_one_image():
     from tgg_jax.data.builders.tgg_shapes import REC_TRAIN_TASKS as cycle
     sizes = []
-    for i in range(64):
-        one = shapes.make_record(SEED, "train", i, render=False, tasks=cycle)
-        many = shapes.make_record(SEED, "train", i, render=False, tasks=cycle, rec_turns=4)
-        if cycle[i % len(cycle)] != "rec":
-            assert many["conversations"] == one["conversations"]  # other tasks' records do not change
-            continue
+    for i, questions, answers in _asked_more(cycle, 64, "rec", rec_turns=4):
         scene = _scene("train", i)
         expressions = dict(zip(shapes.referring_expressions(scene), scene.shapes))
-        assert many["conversations"][:2] == one["conversations"][:2]  # the first turn as before
-        questions = [q["value"] for q in many["conversations"][0::2]]
-        answers = [a["value"] for a in many["conversations"][1::2]]
         # Up to 4 turns, never more than the scene's shapes, each about a different shape.
         assert len(questions) == min(4, len(scene.shapes)) == len(set(questions))
         for q, a in zip(questions, answers):

@@ -171,7 +171,7 @@ def decode_boxes(tokens: jax.Array, code: jax.Array) -> jax.Array:
 
 def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
           size_word: bool = False, box_code: float = 0.0, box_weight: float = 1.0,
-          log_every: int = 50) -> dict:
+          clip_norm: float = 0.0, log_every: int = 50) -> dict:
     """Train `model`'s towers and projector in place; returns the held-out relative error and
     colour match (how often the colour word with the largest dot product is the shape's own,
     over shape tokens of 64 held-out scenes) before and after; with a box code, also how often
@@ -182,7 +182,9 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     crop_tokens = (cfg.grid // cfg.object_pool) ** 2
     table = model.llm.embed_tokens.embedding[...]
     code = box_code * box_code_basis(table, words) if box_code else jnp.zeros((table.shape[1], 4))
-    optimizer = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.All(nnx.Param, TRAINED))
+    adam = optax.adam(lr)
+    tx = optax.chain(optax.clip_by_global_norm(clip_norm), adam) if clip_norm else adam
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.All(nnx.Param, TRAINED))
 
     @nnx.jit
     def train_step(model, optimizer, *batch):
@@ -257,7 +259,8 @@ def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str
                                   config.model.mimetic_gain)
     start = time.time()
     metrics = align(model, tokenizer, steps=a.steps, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
-                    size_word=a.size_word, box_code=a.box_code, box_weight=a.box_weight)
+                    size_word=a.size_word, box_code=a.box_code, box_weight=a.box_weight,
+                    clip_norm=a.clip_norm)
     metrics.update(steps=a.steps, seconds=time.time() - start)
     logging.info("tower alignment done: %s", metrics)
     params = checkpoint.to_host(nnx.state(model, nnx.Param).to_pure_dict())
