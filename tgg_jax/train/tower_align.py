@@ -147,21 +147,24 @@ def box_code_basis(table: jax.Array, words: dict, dim: int = 4) -> jax.Array:
     return q * jnp.sqrt((vocab ** 2).sum(-1).mean())
 
 
-def _loss(model: TinyGroundingGPT, images, crops, image_words, crop_words, image_boxes, code,
+def _loss(model: TinyGroundingGPT, images, crops, image_words, crop_words, image_boxes, code=None,
           box_weight=1.0):
     """Relative squared error of the image and crop tokens against their words' embeddings, plus
-    for image tokens `code` @ (2 box - 1) when a box code is on (`code` [D, 4], else zeros); the
-    error along the code's directions weighs `box_weight` times."""
+    for image tokens `code` @ (2 box - 1) when a box code is on (`code` [D, 4]); the error along
+    the code's directions weighs `box_weight` times."""
     cfg = model.config
     table = jax.lax.stop_gradient(model.llm.embed_tokens.embedding[...])
     pred = jnp.concatenate([model.project(model.visual_features(images), cfg.image_pool),
                             model.project(model.visual_features(crops), cfg.object_pool)], axis=1)
-    image_target = _embed_words(table, image_words) + (2 * image_boxes - 1) @ code.T
+    image_target = _embed_words(table, image_words)
+    if code is not None:
+        image_target = image_target + (2 * image_boxes - 1) @ code.T
     target = jnp.concatenate([image_target, _embed_words(table, crop_words)], axis=1)
-    error = ((pred - target) ** 2).sum(-1)
-    unit = code / jnp.maximum(jnp.linalg.norm(code, axis=0), 1e-12)  # zeros when no code
-    error = error + (box_weight - 1) * (((pred - target) @ unit) ** 2).sum(-1)
-    return error.mean() / (target ** 2).sum(-1).mean(), pred
+    error = ((pred - target) ** 2).mean()
+    if code is not None and box_weight != 1:
+        along = (pred - target) @ (code / jnp.linalg.norm(code, axis=0))
+        error = error + (box_weight - 1) * (along ** 2).sum(-1).mean() / pred.shape[-1]
+    return error / (target ** 2).mean(), pred
 
 
 def decode_boxes(tokens: jax.Array, code: jax.Array) -> jax.Array:
@@ -181,7 +184,7 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     grid = cfg.image_grid
     crop_tokens = (cfg.grid // cfg.object_pool) ** 2
     table = model.llm.embed_tokens.embedding[...]
-    code = box_code * box_code_basis(table, words) if box_code else jnp.zeros((table.shape[1], 4))
+    code = box_code * box_code_basis(table, words) if box_code else None
     adam = optax.adam(lr)
     tx = optax.chain(optax.clip_by_global_norm(clip_norm), adam) if clip_norm else adam
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.All(nnx.Param, TRAINED))
@@ -204,7 +207,7 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
         image_pred = pred[:, :image_words.shape[1]]
         best = (image_pred @ colour_table.T).argmax(-1)
         return (loss, ((best == colour_of) & shape_tokens).sum() / shape_tokens.sum(), shape_tokens,
-                decode_boxes(image_pred, code))
+                None if code is None else decode_boxes(image_pred, code))
 
     def measure(model, held_out) -> dict:
         error, match, shape_tokens, boxes = evaluate(model, *held_out)
