@@ -22,10 +22,10 @@ from tgg_jax.data.builders import common
 # visual features to colour and kind words, and yes/no needs those words found in the image.
 WEIGHTED_TRAIN_TASKS = ("object", "yesno", "rec", "object", "caption", "yesno", "object", "describe")
 # Yes/no needs more questions than the weighted mixture gives in a CPU-sized run (README).
-# REC is the slowest task to learn from scratch: 3 of 8 records, each asking up to 4 shapes.
-REC_TRAIN_TASKS = ("rec", "object", "yesno", "rec", "caption", "object", "rec", "describe")
 YESNO_HALF_TRAIN_TASKS = ("yesno", "object", "yesno", "rec", "yesno", "caption", "yesno", "describe",
                           "yesno", "object")
+# REC is the slowest task to learn from scratch: 3 of 8 records, each asking up to 4 shapes.
+REC_TRAIN_TASKS = ("rec", "object", "yesno", "rec", "caption", "object", "rec", "describe")
 
 
 @dataclasses.dataclass
