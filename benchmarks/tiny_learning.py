@@ -44,13 +44,8 @@ def main() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    for item in args.set:
-        key, value = item.split("=", 1)
-        target = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            target = target[part]
-        target[leaf] = ast.literal_eval(value)
+    config.update_from_flattened_dict({key: ast.literal_eval(value)
+                                       for key, value in (item.split("=", 1) for item in args.set)})
 
     run = trainer.setup(config, args.workdir)
     data_dir = os.path.expanduser(config.data.data_dir)

@@ -18,12 +18,7 @@ SMALL = {
 def small_config(data_dir: str, **overrides):
     """configs/tiny.py with SMALL, data from `data_dir`, then `overrides` (dotted keys)."""
     c = tiny.get_config()
-    for key, value in {**SMALL, "data.data_dir": data_dir, **overrides}.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
+    c.update_from_flattened_dict({**SMALL, "data.data_dir": data_dir, **overrides})
     return c
 
 
