@@ -108,6 +108,21 @@ def test_box_weight_scales_only_the_error_along_the_box_code(data_dir, tmp_path)
         np.testing.assert_allclose(tower_align._loss(model, *batch, None, weight)[0], expected, rtol=1e-5)
 
 
+def test_clip_norm_clips_the_stage_gradients(data_dir, tmp_path):  # noqa: F811
+    """Clipped to 1e-12, far below Adam's eps (1e-8), a step moves the projector by about
+    lr * 1e-4 instead of about lr: the clip reaches the optimizer."""
+    config = small_config(data_dir, **{"model.image_pool": 2})
+    tokenizer = trainer.load_run_tokenizer(config, str(tmp_path))
+    model_cfg = state_lib.model_config(config, tokenizer).replace(freeze_towers=False)
+    moved = {}
+    for clip in (0.0, 1e-12):
+        model = TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(0))
+        before = flat_params(model)["projector.linear_1.kernel"]
+        tower_align.align(model, tokenizer, steps=1, lr=1e-2, batch_size=2, seed=0, clip_norm=clip)
+        moved[clip] = np.abs(flat_params(model)["projector.linear_1.kernel"] - before).max()
+    assert moved[0.0] > 1e-3 and moved[1e-12] < 1e-2 * moved[0.0], moved
+
+
 class _FakeTokenizer:
     """One or two ids per word, as a BPE gives: enough for word_ids' padding."""
 
