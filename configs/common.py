@@ -6,6 +6,7 @@ Run:  tgg-train --config configs/stage2.py:3b --workdir DIR [--config.lr=1e-5 ..
 import ml_collections
 
 LLM_AND_PROJECTOR = ("projector\\..*", "llm\\..*")
+LLM_ONLY = ("llm\\..*",)
 EVERYTHING = ("projector\\..*", "llm\\..*", "clip\\..*", "dinov2\\..*")
 PROJECTOR_ONLY = ("projector\\..*",)
 

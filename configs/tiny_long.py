@@ -6,7 +6,7 @@ README); measure it with benchmarks/tiny_learning.py:
     python benchmarks/tiny_learning.py --config configs/tiny_long.py --workdir runs/tiny_long
 """
 
-from configs import tiny
+from configs import common, tiny
 
 
 def get_config(arg: str = ""):
@@ -16,6 +16,8 @@ def get_config(arg: str = ""):
     # Yes/no records ask up to 4 questions about their image: yes/no needs many more questions
     # than the weighted mixture's one per record gives in an hour (README, session 9).
     c.data.mixture = (("tgg_shapes/yesno_multi", "train", 1.0),)
+    # Its measured recipe (README): projector and LLM trained, at 5e-4.
+    c.trainable = common.LLM_AND_PROJECTOR
     c.lr = 5e-4
     # Hold the peak rate, cosine over the last 20 %: with yes/no alone, held at 5e-4 the answers
     # were learned from about step 450; under a 600-step cosine not at all (README, session 10).
