@@ -1,5 +1,5 @@
 """The embedded default: a tiny TinyGroundingGPT trained from scratch on the built-in synthetic
-grounding data (tgg_shapes) on a CPU in about 10 minutes, then evaluated on the held-out split.
+grounding data (tgg_shapes) on a CPU in about 11 minutes, then evaluated on the held-out split.
 
     tgg-train --config configs/tiny.py --workdir runs/tiny
 
