@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -22,14 +21,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from configs import common as common_config  # noqa: E402
 from benchmarks.common import SIZES, TRAINABLE, arg_parser, batch, load_both, timeit, train_batch  # noqa: E402
 from tgg_jax.models.tgg import count_params  # noqa: E402
 from tgg_jax.train import optimizer as opt_lib  # noqa: E402
 from tgg_jax.train.metrics import peak_flops_per_device, train_flops_per_step  # noqa: E402
 from tgg_jax.train.step import TrainState, make_train_step  # noqa: E402
 
-HYPER = types.SimpleNamespace(lr=2e-5, warmup_ratio=0.03, total_steps=1000, weight_decay=0.0,
-                              grad_clip_norm=1.0, adam_b1=0.9, adam_b2=0.999, adam_eps=1e-8)
+# The training configs' optimizer settings (configs/common.py), so the benchmark follows them.
+HYPER = common_config.get_base_config()
+HYPER.total_steps = 1000
 
 
 def main() -> None:

@@ -65,12 +65,14 @@ def chunked_cross_entropy(hidden: jax.Array, logits_fn, targets: jax.Array, mask
         raise ValueError(f"sequence length {t} is not a multiple of loss_chunk {chunk}")
     n = t // chunk
 
-    @jax.checkpoint
     def one(x, y, m):
         logits = logits_fn(x)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum(losses * m)
 
+    if n == 1:  # one chunk: recomputing its logits would save no memory, only add a matmul
+        return one(hidden, targets, mask.astype(jnp.float32)), jnp.sum(mask.astype(jnp.float32))
+    one = jax.checkpoint(one)
     xs = (hidden.reshape(b, n, chunk, h).swapaxes(0, 1), targets.reshape(b, n, chunk).swapaxes(0, 1),
           mask.reshape(b, n, chunk).swapaxes(0, 1).astype(jnp.float32))
     total = jax.lax.map(lambda a: one(*a), xs).sum()

@@ -1,0 +1,20 @@
+"""The comparison benchmarks run end to end on their small size (one timed repeat): a change to a
+shared API must not leave a benchmark broken until someone next measures with it."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("script", ["train_step.py", "model_forward.py", "generate.py"])
+def test_benchmark_runs_and_prints_a_ratio(script):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), "--repeats", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ratios = [float(r) for r in re.findall(r"ratio\s*(?:\([^)]*\))?\s*([0-9.]+)x", out.stdout)]
+    assert ratios and all(r > 0 for r in ratios), out.stdout
