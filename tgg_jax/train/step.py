@@ -56,8 +56,8 @@ def chunked_cross_entropy(hidden: jax.Array, logits_fn, targets: jax.Array, mask
     positions at a time.
 
     hidden [B, T, H], targets/mask [B, T] (mask: bool, or float weights). The [B, T, vocab]
-    float32 logits of a 151936-row vocabulary would dominate memory; each chunk's logits are
-    recomputed in the backward pass.
+    float32 logits of a 151936-row vocabulary would dominate memory; with more than one chunk,
+    each chunk's logits are recomputed in the backward pass.
     """
     b, t, h = hidden.shape
     chunk = min(chunk, t) if chunk > 0 else t
