@@ -16,6 +16,7 @@ import transformers
 from flax import nnx
 from safetensors.torch import save_file
 
+from configs.common import LLM_AND_PROJECTOR
 from tgg_jax.convert.import_hf import import_hf
 from tgg_jax.data.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PAD_FILL
 from tgg_jax.models.tgg import TinyGroundingGPT, with_dtype
@@ -42,7 +43,7 @@ SIZES = {"small": Size(), "1.5b": Size(vocab=151936, hidden=1536, mlp=8960, laye
                                        text_tokens=128)}
 
 
-TRAINABLE = ("projector\\..*", "llm\\..*")  # what training updates; the towers stay frozen
+TRAINABLE = LLM_AND_PROJECTOR  # what training updates; the towers stay frozen
 
 
 def arg_parser(description: str, repeats: int) -> argparse.ArgumentParser:

@@ -70,13 +70,14 @@ def chunked_cross_entropy(hidden: jax.Array, logits_fn, targets: jax.Array, mask
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         return jnp.sum(losses * m)
 
+    weights = mask.astype(jnp.float32)
     if n == 1:  # one chunk: recomputing its logits would save no memory, only add a matmul
-        return one(hidden, targets, mask.astype(jnp.float32)), jnp.sum(mask.astype(jnp.float32))
+        return one(hidden, targets, weights), jnp.sum(weights)
     one = jax.checkpoint(one)
     xs = (hidden.reshape(b, n, chunk, h).swapaxes(0, 1), targets.reshape(b, n, chunk).swapaxes(0, 1),
-          mask.reshape(b, n, chunk).swapaxes(0, 1).astype(jnp.float32))
+          weights.reshape(b, n, chunk).swapaxes(0, 1))
     total = jax.lax.map(lambda a: one(*a), xs).sum()
-    return total, jnp.sum(mask.astype(jnp.float32))
+    return total, jnp.sum(weights)
 
 
 def loss_sum_and_count(model, batch: dict, loss_chunk: int,

@@ -227,7 +227,8 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     start = time.time()
     # Drawing scenes (PIL, ~40 % of a step) overlaps the previous step: one worker draws the
     # batches in order from the same generator, so the stream is the same as drawn inline.
-    # nnx.jit walks the model's graph on every call (~7 ms of a ~94 ms step here); cached_partial once.
+    # nnx.jit walks the model's graph on every call (~7 ms of a ~94 ms step here);
+    # cached_partial walks it once.
     cached_step = nnx.cached_partial(train_step, model, optimizer)
     with ThreadPoolExecutor(max_workers=1) as pool:
         next_batch = pool.submit(draw, rng, batch_size)
