@@ -51,6 +51,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.tower_align.box_code = 0.0       # > 0: image tokens also carry their shape's box (scale)
     c.tower_align.box_weight = 1.0     # the box code's error weighs this many times a word's
     c.tower_align.clip_norm = 0.0      # > 0: gradients clipped to this global norm
+    c.tower_align.decay_ratio = 0.0    # > 0: lr held, then a cosine to 0 over this last part
     c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train
 
     c.data = ml_collections.ConfigDict()

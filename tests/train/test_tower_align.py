@@ -123,6 +123,17 @@ def test_clip_norm_clips_the_stage_gradients(data_dir, tmp_path):  # noqa: F811
     assert moved[0.0] > 1e-3 and moved[1e-12] < 1e-2 * moved[0.0], moved
 
 
+def test_stage_lr_is_held_then_decays_over_the_last_part():
+    assert tower_align.lr_schedule(2e-3, 100, 0.0) == 2e-3  # off: the constant rate as before
+    schedule = tower_align.lr_schedule(2e-3, 100, 0.3)
+    np.testing.assert_allclose([schedule(s) for s in (0, 69, 70)], [2e-3] * 3, rtol=1e-6)
+    # Cosine over steps 70..100: half-way (step 85) at half the rate, ~0 at the end.
+    np.testing.assert_allclose(schedule(85), 1e-3, rtol=1e-5)
+    assert 0 <= schedule(99) < 2e-3 * 0.01 and schedule(100) == 0
+    with pytest.raises(ValueError, match="decay_ratio"):
+        tower_align.lr_schedule(2e-3, 100, 1.5)
+
+
 class _FakeTokenizer:
     """One or two ids per word, as a BPE gives: enough for word_ids' padding."""
 

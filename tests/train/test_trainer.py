@@ -81,6 +81,27 @@ def test_resume_after_kill_is_exact(data_dir, tmp_path, monkeypatch):
     assert losses(resumed) == losses(straight)
 
 
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    """Step 3's loss is NaN: the run stops naming it and checkpoint 2, and saves nothing after,
+    although the trainer reads a step's loss only once the next step is dispatched."""
+    workdir = str(tmp_path / "w")
+    run = trainer.setup(small_config(data_dir, total_steps=6), workdir)
+    jit_step, _ = trainer.compiled_steps(run)
+
+    def nan_at_step_3(state, batch):
+        step = int(state.step)  # before the call: the step donates the state
+        new_state, metrics = jit_step(state, batch)
+        if step == 2:
+            metrics = {**metrics, "loss": metrics["loss"] * np.nan}
+        return new_state, metrics
+    run.jitted["train"] = nan_at_step_3
+    with pytest.raises(trainer.NonFiniteLossError, match=r"loss is nan at step 3.*\(step 2\)"):
+        trainer.train(run)
+    assert run.checkpointer.latest_step() == 2
+    restored = trainer.setup(small_config(data_dir, total_steps=6), workdir, with_data=False)
+    assert int(restored.state.step) == 2
+
+
 def test_frozen_parameters_unchanged_and_without_optimizer_state(data_dir, tmp_path):
     cfg = small_config(data_dir, total_steps=1, trainable=("projector\\..*",))
     run = trainer.setup(cfg, str(tmp_path / "w"))

@@ -172,9 +172,21 @@ def decode_boxes(tokens: jax.Array, code: jax.Array) -> jax.Array:
     return ((tokens @ code) / (code ** 2).sum(0) + 1) / 2
 
 
+def lr_schedule(lr: float, steps: int, decay_ratio: float) -> optax.Schedule | float:
+    """`lr` held, then (decay_ratio > 0) a cosine to 0 over the last decay_ratio of the steps:
+    the box code's precision comes in the decay, as REC's does in the main stage (README)."""
+    if not 0.0 <= decay_ratio <= 1.0:
+        raise ValueError(f"config.tower_align.decay_ratio must be in [0, 1], got {decay_ratio}")
+    if not decay_ratio:
+        return lr
+    decay = max(int(round(decay_ratio * steps)), 1)
+    return optax.join_schedules([optax.constant_schedule(lr), optax.cosine_decay_schedule(lr, decay)],
+                                boundaries=[steps - decay])
+
+
 def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
           size_word: bool = False, box_code: float = 0.0, box_weight: float = 1.0,
-          clip_norm: float = 0.0, log_every: int = 50) -> dict:
+          clip_norm: float = 0.0, decay_ratio: float = 0.0, log_every: int = 50) -> dict:
     """Train `model`'s towers and projector in place; returns the held-out relative error and
     colour match (how often the colour word with the largest dot product is the shape's own,
     over shape tokens of 64 held-out scenes) before and after; with a box code, also how often
@@ -185,7 +197,7 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     crop_tokens = (cfg.grid // cfg.object_pool) ** 2
     table = model.llm.embed_tokens.embedding[...]
     code = box_code * box_code_basis(table, words) if box_code else None
-    adam = optax.adam(lr)
+    adam = optax.adam(lr_schedule(lr, steps, decay_ratio))
     tx = optax.chain(optax.clip_by_global_norm(clip_norm), adam) if clip_norm else adam
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.All(nnx.Param, TRAINED))
 
@@ -266,7 +278,7 @@ def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str
     start = time.time()
     metrics = align(model, tokenizer, steps=a.steps, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
                     size_word=a.size_word, box_code=a.box_code, box_weight=a.box_weight,
-                    clip_norm=a.clip_norm)
+                    clip_norm=a.clip_norm, decay_ratio=a.decay_ratio)
     metrics.update(steps=a.steps, seconds=time.time() - start)
     logging.info("tower alignment done: %s", metrics)
     params = checkpoint.to_host(nnx.state(model, nnx.Param).to_pure_dict())

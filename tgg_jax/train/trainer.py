@@ -256,7 +256,12 @@ def compiled_steps(run: Run):
 
 def train(run: Run, until_step: int | None = None) -> dict:
     """Run to config.total_steps, or to `until_step` (benchmarks evaluate along the way), or
-    until preempted. Returns the last logged metrics."""
+    until preempted. Returns the last logged metrics.
+
+    A step's loss is read (which waits for the device) only after the next step is dispatched,
+    so the host builds the next batch while the device computes; every checkpoint, evaluation
+    and log line first reads the loss of the state it uses, so a NaN still stops the run
+    before that state is saved."""
     config = run.config
     jit_step, eval_step = compiled_steps(run)
     reporter = Reporter(run.workdir, run.total_steps)
@@ -265,44 +270,57 @@ def train(run: Run, until_step: int | None = None) -> dict:
     guard = PreemptionGuard()
     step = int(run.state.step)
     last: dict = {}
-    window_start, window_tokens, window_flops = time.time(), 0.0, 0.0
+    window = {"start": time.time(), "tokens": 0.0, "flops": 0.0}
+    pending: list = []  # (step, metrics) dispatched but not yet read
+
+    def read_pending() -> None:
+        nonlocal last
+        while pending:
+            done, metrics = pending.pop(0)
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {done}; stopping. The last good checkpoint "
+                    f"(step {run.checkpointer.latest_step()}) in {run.checkpointer.directory} is kept.")
+            if done % config.log_every_steps == 0 or done == run.total_steps:
+                elapsed = max(time.time() - window["start"], 1e-9)
+                last = {"loss": loss, "lr": float(metrics["lr"]), "grad_norm": float(metrics["grad_norm"]),
+                        "tokens_per_s": window["tokens"] / elapsed,
+                        "mfu": window["flops"] / elapsed / (peak * jax.device_count())}
+                reporter.scalars(done, last)
+                reporter.progress(done, last)
+                _append_history(run.workdir, {"step": done, **last})
+                window.update(start=time.time(), tokens=0.0, flops=0.0)
+
     try:
         with jax.set_mesh(run.mesh):
             stop = run.total_steps if until_step is None else min(until_step, run.total_steps)
             while step < stop:
                 batch = next(run.data_iter)
-                flops = _batch_flops(run, batch, counts)
-                new_state, metrics = jit_step(run.state, pipeline.to_global(batch, run.mesh))
-                loss = float(metrics["loss"])
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at step {step + 1}; stopping. The last good checkpoint "
-                        f"(step {run.checkpointer.latest_step()}) in {run.checkpointer.directory} is kept.")
-                run.state = new_state
+                window["flops"] += _batch_flops(run, batch, counts)
+                window["tokens"] += float(np.count_nonzero(batch["segment_ids"]))
+                run.state, metrics = jit_step(run.state, pipeline.to_global(batch, run.mesh))
                 step += 1
-                window_tokens += float(np.count_nonzero(batch["segment_ids"]))
-                window_flops += flops
-                if step % config.log_every_steps == 0 or step == run.total_steps:
-                    elapsed = max(time.time() - window_start, 1e-9)
-                    last = {"loss": loss, "lr": float(metrics["lr"]), "grad_norm": float(metrics["grad_norm"]),
-                            "tokens_per_s": window_tokens / elapsed,
-                            "mfu": window_flops / elapsed / (peak * jax.device_count())}
-                    reporter.scalars(step, last)
-                    reporter.progress(step, last)
-                    _append_history(run.workdir, {"step": step, **last})
-                    window_start, window_tokens, window_flops = time.time(), 0.0, 0.0
-                if config.eval_every_steps and step % config.eval_every_steps == 0:
+                read_pending()  # the previous step's, while this one runs
+                pending.append((step, metrics))
+                logged = step % config.log_every_steps == 0 or step == run.total_steps
+                evaluated = bool(config.eval_every_steps and step % config.eval_every_steps == 0)
+                preempted = guard.requested
+                saved = step % run.checkpointer.every_steps == 0 or step == run.total_steps or preempted
+                if logged or evaluated or saved:
+                    read_pending()
+                if evaluated:
                     for name, split in config.data.eval:
                         value = held_out_loss(run, eval_step, name, split, config.data.eval_examples)
                         reporter.scalars(step, {f"eval/{name}/{split}/loss": value})
                         _append_history(run.workdir, {"step": step, "eval_loss": value})
                         logging.info("step %d held-out loss %s/%s: %.4f", step, name, split, value)
-                preempted = guard.requested
-                if step % run.checkpointer.every_steps == 0 or step == run.total_steps or preempted:
+                if saved:
                     run.checkpointer.save(run.state, run.data_iter, seed=config.seed, force=True)
                 if preempted:
                     run.preempted = True
                     break
+            read_pending()
     finally:
         guard.restore()
         run.checkpointer.wait()
