@@ -46,6 +46,8 @@ def main() -> None:
     config = module.get_config()
     config.update_from_flattened_dict({key: ast.literal_eval(value)
                                        for key, value in (item.split("=", 1) for item in args.set)})
+    from tgg_jax import distributed
+    distributed.use_cpu_devices(config.cpu_devices)  # as tgg-train does
 
     run = trainer.setup(config, args.workdir)
     data_dir = os.path.expanduser(config.data.data_dir)

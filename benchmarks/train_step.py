@@ -2,10 +2,12 @@
 towers frozen, projector + LLM trained with torch.optim.AdamW and global-norm clipping), same
 config, same batch, measured in this run.
 
-    python benchmarks/train_step.py [--size small|1.5b] [--dtype float32|bfloat16]
+    python benchmarks/train_step.py [--size small|1.5b] [--dtype float32|bfloat16] [--cpu_devices N]
 
 Prints steps/s and tokens/s of both and the ratio (goal: tgg-jax >= 1.5x). On a GPU the 1.5b
-size also reports MFU.
+size also reports MFU. --cpu_devices N runs tgg-jax's step on the CPU split into N devices, the
+batch sharded over a `data` mesh axis as the trainer does (config.cpu_devices; PyTorch keeps
+its threads): on a 2-core CPU the tiny configs train on two.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from flax import nnx  # noqa: E402
 from configs import common as common_config  # noqa: E402
 from benchmarks.common import SIZES, TRAINABLE, arg_parser, batch, load_both, timeit, train_batch  # noqa: E402
 from tgg_jax.models.tgg import count_params  # noqa: E402
+from tgg_jax.sharding import make_mesh  # noqa: E402
 from tgg_jax.train import optimizer as opt_lib  # noqa: E402
 from tgg_jax.train.metrics import peak_flops_per_device, train_flops_per_step  # noqa: E402
 from tgg_jax.train.step import TrainState, make_train_step  # noqa: E402
@@ -35,23 +38,29 @@ HYPER.total_steps = 1000
 
 def main() -> None:
     p = arg_parser(__doc__, repeats=5)
+    p.add_argument("--cpu_devices", type=int, default=1)
     args = p.parse_args()
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before any device is asked for
     size = SIZES[args.size]
     model, reference, config = load_both(size, args.dtype)
     b = batch(size, config)
     n, t = b["input_ids"].shape
-    jb = jax.device_put(train_batch(b))
+    mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    jb = jax.device_put(train_batch(b), rows)
 
     optimizer = opt_lib.make_optimizer(HYPER)
     graphdef, trainable, frozen = nnx.split(model, opt_lib.trainable_filter(TRAINABLE), ...)
     state = TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
                        opt_state=optimizer.init(trainable))
+    state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     step = jax.jit(make_train_step(graphdef, optimizer, opt_lib.learning_rate_schedule(HYPER)),
                    donate_argnums=0)
     holder = {"state": state}
 
     def jax_step():
-        holder["state"], metrics = step(holder["state"], jb)
+        with jax.set_mesh(mesh):
+            holder["state"], metrics = step(holder["state"], jb)
         jax.block_until_ready(metrics["loss"])
 
     for module in (reference.clip, reference.dinov2):
@@ -74,7 +83,7 @@ def main() -> None:
     tt = timeit(torch_step, repeats=args.repeats)
     tokens = n * t
     print(f"size={args.size} dtype={args.dtype} batch={n} seq={t} device={jax.devices()[0].device_kind} "
-          f"torch_threads={torch.get_num_threads()}")
+          f"x{len(jax.devices())} torch_threads={torch.get_num_threads()}")
     print(f"tgg-jax  {1 / tj:7.3f} steps/s {tokens / tj:10.0f} tokens/s")
     print(f"pytorch  {1 / tt:7.3f} steps/s {tokens / tt:10.0f} tokens/s")
     print(f"ratio (tgg-jax / pytorch) {tt / tj:.2f}x")

@@ -87,6 +87,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.adam_eps = 1e-8
 
     c.mesh = ml_collections.ConfigDict({"data": 1, "fsdp": -1, "tensor": 1})
+    # > 0: the host's CPU runs as this many JAX devices (tgg-train's --cpu_devices wins). Ignored
+    # by accelerators; on CPU several devices run the step's many small ops side by side.
+    c.cpu_devices = 0
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 1000

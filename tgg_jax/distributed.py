@@ -10,7 +10,9 @@ import os
 
 
 def use_cpu_devices(count: int) -> None:
-    """Simulate `count` CPU devices (testing); must run before JAX creates its backends."""
+    """Run the CPU as `count` devices (0: JAX's default, one); must run before JAX creates its
+    backends. Tests simulate hosts with it; on a small CPU host two devices run a tiny model's
+    step faster than one (configs/tiny.py)."""
     if count:
         import jax
         jax.config.update("jax_num_cpu_devices", count)

@@ -161,6 +161,15 @@ def _cli_args(data_dir, workdir, steps):
             *tiny_run.cli_args(data_dir, workdir, steps, **{"checkpoint.every_steps": 1000})]
 
 
+@pytest.mark.parametrize("extra, devices", [([], 2), (["--cpu_devices=1"], 1)])
+def test_config_cpu_devices_splits_the_cpu_and_the_flag_wins(data_dir, tmp_path, extra, devices):
+    """configs/tiny.py runs the CPU as 2 devices (config.cpu_devices); --cpu_devices overrides it."""
+    out = subprocess.run(_cli_args(data_dir, str(tmp_path / "w"), 1) + extra, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"over {devices} cpu device(s) in 1 process(es)" in out.stderr, out.stderr[-3000:]
+
+
 def test_sigterm_saves_a_checkpoint_that_restores(data_dir, tmp_path):
     workdir = str(tmp_path / "w")
     proc = subprocess.Popen(_cli_args(data_dir, workdir, 10_000), cwd=REPO, stdout=subprocess.PIPE,

@@ -30,7 +30,8 @@ _TARGET_CONFIG = flags.DEFINE_string("target_config", "",
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Simulate this many CPU devices (testing).")
+_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Run the CPU as this many devices (overrides "
+                                    "config.cpu_devices; tests simulate hosts with it).")
 
 
 def initialize_distributed() -> None:
@@ -41,11 +42,10 @@ def initialize_distributed() -> None:
 
 def main(argv) -> None:
     del argv
-    import jax
-    if _CPU_DEVICES.value:
-        jax.config.update("jax_num_cpu_devices", _CPU_DEVICES.value)
-    initialize_distributed()
+    from tgg_jax import distributed
     config = _CONFIG.value
+    distributed.use_cpu_devices(_CPU_DEVICES.value or config.cpu_devices)
+    initialize_distributed()
     if _COMPILE_ONLY.value:
         from tgg_jax.train.plan import compile_only
         report = compile_only(config, _TOPOLOGY.value, _TARGET_CONFIG.value)

@@ -135,6 +135,8 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     tokenizer = load_run_tokenizer(config, workdir)
     model_cfg = state_lib.model_config(config, tokenizer)
     mesh = sharding.make_mesh(dict(config.mesh), devices)
+    logging.info("mesh %s over %d %s device(s) in %d process(es)", dict(mesh.shape), mesh.size,
+                 mesh.devices.flat[0].platform, jax.process_count())
     optimizer = opt_lib.make_optimizer(config)
     schedule = opt_lib.learning_rate_schedule(config)
     graphdef, abstract, init = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed,
