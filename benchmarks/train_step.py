@@ -25,6 +25,7 @@ from flax import nnx  # noqa: E402
 
 from configs import common as common_config  # noqa: E402
 from benchmarks.common import SIZES, TRAINABLE, arg_parser, batch, load_both, timeit, train_batch  # noqa: E402
+from tgg_jax import distributed  # noqa: E402
 from tgg_jax.models.tgg import count_params  # noqa: E402
 from tgg_jax.sharding import make_mesh  # noqa: E402
 from tgg_jax.train import optimizer as opt_lib  # noqa: E402
@@ -40,7 +41,7 @@ def main() -> None:
     p = arg_parser(__doc__, repeats=5)
     p.add_argument("--cpu_devices", type=int, default=1)
     args = p.parse_args()
-    jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before any device is asked for
+    distributed.use_cpu_devices(args.cpu_devices)  # before any device is asked for
     size = SIZES[args.size]
     model, reference, config = load_both(size, args.dtype)
     b = batch(size, config)

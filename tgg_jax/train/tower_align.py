@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from absl import logging
@@ -45,6 +46,7 @@ from tgg_jax.data.coords import pad_offset, pixel_to_square
 from tgg_jax.data.preprocess import crop_object, preprocess_image
 from tgg_jax.evals.rec import box_iou
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
 
 ALIGNED_DIR = "aligned"
@@ -173,15 +175,15 @@ def decode_boxes(tokens: jax.Array, code: jax.Array) -> jax.Array:
 
 
 def lr_schedule(lr: float, steps: int, decay_ratio: float) -> optax.Schedule | float:
-    """`lr` held, then (decay_ratio > 0) a cosine to 0 over the last decay_ratio of the steps:
-    the box code's precision comes in the decay, as REC's does in the main stage (README)."""
-    if not 0.0 <= decay_ratio <= 1.0:
+    """`lr` held, then (decay_ratio > 0) a cosine to 0 over the last decay_ratio of the steps,
+    the main stage's schedule without its warm-up: the box code's precision comes in the decay,
+    as REC's does in the main stage (README)."""
+    if not 0.0 <= decay_ratio <= 1.0:  # named here: the shared schedule's error names the main stage's key
         raise ValueError(f"config.tower_align.decay_ratio must be in [0, 1], got {decay_ratio}")
     if not decay_ratio:
         return lr
-    decay = max(int(round(decay_ratio * steps)), 1)
-    return optax.join_schedules([optax.constant_schedule(lr), optax.cosine_decay_schedule(lr, decay)],
-                                boundaries=[steps - decay])
+    return opt_lib.learning_rate_schedule(ml_collections.ConfigDict(
+        {"lr": lr, "total_steps": steps, "warmup_ratio": 0.0, "decay_ratio": decay_ratio}))
 
 
 def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_size: int, seed: int,
