@@ -26,6 +26,7 @@ from flax import nnx  # noqa: E402
 from configs import common as common_config  # noqa: E402
 from benchmarks.common import SIZES, TRAINABLE, arg_parser, batch, load_both, timeit, train_batch  # noqa: E402
 from tgg_jax import distributed  # noqa: E402
+from tgg_jax.data import pipeline  # noqa: E402
 from tgg_jax.models.tgg import count_params  # noqa: E402
 from tgg_jax.sharding import make_mesh  # noqa: E402
 from tgg_jax.train import optimizer as opt_lib  # noqa: E402
@@ -47,8 +48,7 @@ def main() -> None:
     b = batch(size, config)
     n, t = b["input_ids"].shape
     mesh = make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
-    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    jb = jax.device_put(train_batch(b), rows)
+    jb = pipeline.to_global(train_batch(b), mesh)  # rows split over `data`, as the trainer does
 
     optimizer = opt_lib.make_optimizer(HYPER)
     graphdef, trainable, frozen = nnx.split(model, opt_lib.trainable_filter(TRAINABLE), ...)
