@@ -129,6 +129,21 @@ def _check_qwen25_ids(backend: tokenizers.Tokenizer, source: str) -> None:
             f"the tokenizer has {backend.get_vocab_size(with_added_tokens=True)} entries")
 
 
+def tokenizer_dir_beside(checkpoint: str) -> str:
+    """The tokenizer a checkpoint goes with: the first directory holding tokenizer.json among
+    CKPT, CKPT/tokenizer (tgg-convert import-hf) and the trainer's WORKDIR/tokenizer
+    (CKPT/../tokenizer, CKPT/../../tokenizer for checkpoints/<step>/)."""
+    path = os.path.abspath(os.path.expanduser(checkpoint))
+    candidates = [path, os.path.join(path, "tokenizer"),
+                  os.path.join(os.path.dirname(path), "tokenizer"),
+                  os.path.join(os.path.dirname(os.path.dirname(path)), "tokenizer")]
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(candidate, TOKENIZER_FILE)):
+            return candidate
+    raise FileNotFoundError(f"no {TOKENIZER_FILE} for checkpoint {checkpoint} in any of "
+                            f"{', '.join(candidates)}")
+
+
 def load_tokenizer(path: str) -> TggTokenizer:
     """HF tokenizer directory (tokenizer.json, optional tokenizer_config.json) -> TggTokenizer."""
     file = os.path.join(path, TOKENIZER_FILE)
