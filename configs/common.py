@@ -9,7 +9,6 @@ import ml_collections
 
 LLM_AND_PROJECTOR = ("projector\\..*", "llm\\..*")
 LLM_ONLY = ("llm\\..*",)
-EVERYTHING = ("projector\\..*", "llm\\..*", "clip\\..*", "dinov2\\..*")
 PROJECTOR_ONLY = ("projector\\..*",)
 
 # Per-device batch of SPEC §3 is for 8 GPUs; the configs give the global batch.

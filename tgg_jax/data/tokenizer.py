@@ -23,7 +23,6 @@ ENDOFTEXT = "<|endoftext|>"
 
 # Qwen2.5 has 151665 entries (151643 BPE tokens + 22 added); the placeholders take the next two
 # ids, which are unused rows of its 151936-row embedding table, so the table is not resized.
-QWEN25_VOCAB_SIZE = 151665
 QWEN25_IMAGE_ID = 151665
 QWEN25_OBJECT_ID = 151666
 _QWEN25_LAST_ADDED = ("<|file_sep|>", 151664)
