@@ -93,6 +93,6 @@ def test_engine_output_builds_under_its_name_with_images_elsewhere(tmp_path):
     # Without --image_root the images are looked for under raw_dir: every record is skipped.
     assert cli.run(["build", "llava_conversations", "--config", "image_box", "--raw_dir", str(out),
                     "--data_dir", str(tmp_path / "data2")]) == 1
-    # Only builders that read images from a folder take it.
-    assert cli.run(["build", "pope", "--raw_dir", str(out), "--image_root", str(images),
+    # Only builders that read images from one folder take it.
+    assert cli.run(["build", "mme", "--raw_dir", str(out), "--image_root", str(images),
                     "--data_dir", str(data)]) == 2

@@ -8,7 +8,6 @@ or `make_builder(...).download_and_prepare()`; read with
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any
 
 from etils import epath
@@ -60,11 +59,10 @@ def make_builder(name: str, *, data_dir: epath.PathLike, raw_dir: epath.PathLike
                              "config name (overrides['name'], or `--set name=NEW` on the CLI); "
                              f"preset names are taken: {', '.join(presets)}")
         chosen = dataclasses.replace(base, **overrides)
-    kwargs = {"image_root": image_root} if image_root else {}
-    if kwargs and "image_root" not in inspect.signature(cls.__init__).parameters:
+    if image_root and not cls.TAKES_IMAGE_ROOT:
         raise ValueError(f"{name} takes no image_root: its images are found under raw_dir")
     return cls(config=chosen, data_dir=data_dir, raw_dir=raw_dir, show_progress=show_progress,
-               **kwargs)
+               image_root=image_root)
 
 __all__ = ["BUILDERS", "RawDataBuilder", "Skip", "decode_record", "make_builder",
            "record_features", *(cls.__name__ for cls in BUILDERS.values())]

@@ -101,11 +101,6 @@ class LlavaConversations(common.RawDataBuilder):
                 "stage 3: grounding descriptions from tgg-synth"),
     ]
 
-    def __init__(self, *, image_root: epath.PathLike | None = None, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._original_state.update(image_root=image_root)
-        self.image_root_override = epath.Path(image_root) if image_root else None
-
     def _info(self) -> tfds.core.DatasetInfo:
         info = super()._info()
         config = self.builder_config
@@ -124,7 +119,7 @@ class LlavaConversations(common.RawDataBuilder):
             raise FileNotFoundError(f"{self.name}/{config.name}: none of "
                                     f"{', '.join(map(str, candidates))} exists")
         items = common.read_json(path, list)
-        self._image_root = self.image_root_override or raw_dir / config.image_root
+        self._image_root = self.image_folder(raw_dir, config.image_root)
         entries = [common.Entry(_item_id(item, i), str(path), item) for i, item in enumerate(items)]
         return {config.split: entries}
 

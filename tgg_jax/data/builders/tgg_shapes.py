@@ -49,6 +49,8 @@ class TggShapesConfig(tfds.core.BuilderConfig):
 class TggShapes(common.RawDataBuilder):
     """Procedural shapes scenes for grounding: REC, region captions, <object> questions, yes/no."""
 
+    TAKES_IMAGE_ROOT = False  # generated
+
     name = "tgg_shapes"
     NEEDS_RAW = False
     VERSION = tfds.core.Version("1.1.0")
