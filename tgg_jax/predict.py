@@ -53,10 +53,11 @@ def checkpoint_tokenizer(checkpoint: str, tokenizer_dir: str | None = None) -> T
 
 def load_model(checkpoint: str, *, mesh: jax.sharding.Mesh | None = None,
                dtype: str = "") -> tuple[TinyGroundingGPT, TGGConfig]:
-    """The model of a parameter checkpoint (CKPT/params + tgg_config.json, or a trainer's
-    checkpoints/<step>/), its parameters on `mesh` by the logical-axis rules (else on the default
-    device). `dtype` ("bfloat16" / "float32") overrides the compute dtype; "" keeps the saved one."""
-    path = os.path.abspath(os.path.expanduser(checkpoint))
+    """The model of a parameter checkpoint (CKPT/params + tgg_config.json, a trainer's
+    checkpoints/<step>/, or its checkpoints/ for the latest step), its parameters on `mesh` by
+    the logical-axis rules (else on the default device). `dtype` ("bfloat16" / "float32")
+    overrides the compute dtype; "" keeps the saved one."""
+    path = ckpt_lib.resolve_checkpoint(checkpoint)
     config = ckpt_lib.load_config(path)
     if dtype:
         config = with_dtype(config, dtype)

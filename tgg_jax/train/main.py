@@ -98,11 +98,11 @@ def _user_error(message: str) -> None:
     sys.exit(2)
 
 
-def parse_flags(argv: list[str]) -> None:
+def parse_flags(argv: list[str]) -> list[str]:
     """Parse the flags (and load the config file) up front, so that a mistyped config key or a
     bad config argument is one line (ml_collections' "did you mean" kept), not a traceback."""
     try:
-        flags.FLAGS(argv)
+        return flags.FLAGS(argv)
     except flags.Error as e:
         # A config file that raised: its exception's own line, not the traceback around it.
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
@@ -127,9 +127,9 @@ def run() -> None:
     logging.set_verbosity(logging.INFO)
     quiet_libraries()
     config_import_path(sys.argv)
-    parse_flags(sys.argv)
+    remaining = parse_flags(sys.argv)
     try:
-        app.run(main, argv=sys.argv)
+        app.run(main, argv=sys.argv, flags_parser=lambda _: remaining)
     except UserError as e:
         _user_error(str(e))
 
