@@ -28,3 +28,17 @@ def test_input_pipeline_benchmark_runs_and_prints_a_ratio():
     assert out.returncode == 0, out.stderr[-3000:]
     assert "token-id agreement=1.00" in out.stdout, out.stdout  # both sides encode the same ids
     assert float(re.search(r"ratio \(tgg-jax / reference\) ([0-9.]+)x", out.stdout).group(1)) > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path):
+    """The prepared GPU check runs its whole code path on the CPU with tiny shapes."""
+    out = subprocess.run(["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), "--dry-run"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OUT": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "FAILED" not in out.stdout, out.stdout
+    assert re.search(r"train tiny ratio \(tgg-jax / pytorch\) [0-9.]+x", out.stdout), out.stdout
+    assert len(re.findall(r"decode tiny .* new tokens/s", out.stdout)) == 2, out.stdout
+    lines = (tmp_path / "gpu_check.jsonl").read_text().splitlines()
+    assert len(lines) == 4
