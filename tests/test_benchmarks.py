@@ -11,6 +11,14 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def test_padding_benchmark_runs_and_prints_fractions():
+    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "padding.py"), "--examples", "1024"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    fractions = [float(f) for f in re.findall(r"([0-9.]+)% padding", out.stdout)]
+    assert len(fractions) == 6 and all(0 <= f < 100 for f in fractions), out.stdout
+
+
 @pytest.mark.parametrize("script", ["train_step.py", "model_forward.py", "generate.py"])
 def test_benchmark_runs_and_prints_a_ratio(script):
     out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), "--repeats", "1"],
