@@ -51,6 +51,20 @@ def test_pack_row_by_hand():
         packing.pack_row([e1, e2, e3], packing.PackingSpec(7, 3, 4), pad_id=9)
 
 
+def test_stack_rows_equals_numpy_stack():
+    """Copying only the filled image / object slots gives np.stack's batch."""
+    rows = [packing.pack_row([example([1, 2], [0, 1], images=[10], objects=[11, 12])],
+                             packing.PackingSpec(6, 2, 3), pad_id=9),
+            packing.pack_row([example([3], [1]), example([4, 5], [0, 1], images=[20], objects=[21])],
+                             packing.PackingSpec(6, 2, 3), pad_id=9)]
+    batch = packing.stack_rows(rows)
+    assert batch.keys() == rows[0].keys()
+    for key, value in batch.items():
+        expected = np.stack([r[key] for r in rows])
+        assert value.dtype == expected.dtype, key
+        np.testing.assert_array_equal(value, expected, err_msg=key)
+
+
 def hand_stream():
     """Lengths 3 (image), 3 (image), 2, 8, 5, 5 into rows of 10 tokens and one image slot."""
     return [example([1, 1, 1], [0, 1, 1], images=[1]), example([2, 2, 2], [0, 1, 1], images=[2]),

@@ -37,10 +37,36 @@ def test_gpu_half_precision_asks_for_cudnn_and_falls_back(monkeypatch):
             raise NotImplementedError("no cuDNN here")
         return real(*args, implementation=implementation, **kwargs)
 
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     attention.attend(*_qkv(jnp.bfloat16))
     assert calls == ["cudnn", None]
     calls.clear()
     attention.attend(*_qkv(jnp.float32))  # fp32 never goes to cuDNN
     assert calls == [None]
+
+
+def _abstract_mesh(platform: str, kind: str):
+    from jax._src.mesh import AbstractDevice, AbstractMesh
+    return AbstractMesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                        abstract_device=AbstractDevice(kind, None, platform))
+
+
+def test_the_mesh_compiled_for_chooses_the_kernel_not_the_host(monkeypatch):
+    """Tracing on this CPU host for an H100 mesh asks for cuDNN; for a CPU mesh it does not."""
+    calls = []
+    real = jax.nn.dot_product_attention
+
+    def fake(*args, implementation=None, **kwargs):
+        calls.append(implementation)
+        return real(*args, implementation=None if implementation == "cudnn" else implementation, **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", fake)
+    q, k, v = _qkv(jnp.bfloat16)
+    for platform, kind, expected in (("gpu", "NVIDIA H100 80GB HBM3", "cudnn"), ("cuda", "NVIDIA H100", "cudnn"),
+                                     ("cpu", "cpu", None), ("tpu", "TPU v5p", None)):
+        calls.clear()
+        with jax.sharding.use_abstract_mesh(_abstract_mesh(platform, kind)):
+            jax.jit(attention.attend).trace(q, k, v)
+        assert calls == [expected], (platform, calls)
+    assert attention.target_platform() == "cpu"  # outside any mesh: this host's backend

@@ -259,8 +259,10 @@ def pad_batch(examples: Sequence[dict], buckets: Sequence[int], pad_id: int = 0)
     out["input_ids"][:] = pad_id
     for i, e in enumerate(examples):
         packing_lib.write_segment(out, i, 0, 1, np.asarray(e["input_ids"]), np.asarray(e["loss_mask"]))
-    for k in ("images", "objects", "num_images", "num_objects"):
-        out[k] = np.stack([e[k] for e in examples])
+    for k in ("num_images", "num_objects"):
+        out[k] = np.stack([np.int32(e[k]) for e in examples])
+    out["images"] = packing_lib.stack_slots([e["images"] for e in examples], out["num_images"])
+    out["objects"] = packing_lib.stack_slots([e["objects"] for e in examples], out["num_objects"])
     return out
 
 
@@ -310,7 +312,7 @@ def make_train_iterator(mixture_spec: Sequence[tuple[str, str, float]], *, token
     if packing:
         ds = packing_lib.pack(ds, packing_spec or packing_lib.default_packing_spec(spec),
                               tokenizer.endoftext_id)
-        ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.batch(batch_size, drop_remainder=True, batch_fn=packing_lib.stack_rows)
     else:
         ds = ds.batch(batch_size, drop_remainder=True,
                       batch_fn=PadBatch(tuple(buckets), tokenizer.endoftext_id))

@@ -59,14 +59,25 @@ class KVCache:
         return self.segment_ids.shape[1]
 
 
+def target_platform() -> str:
+    """"gpu", "tpu" or "cpu": the platform of the mesh being compiled for (jax.set_mesh, also an
+    ahead-of-time topology's), else the default backend. A step compiled on a CPU host for an
+    H100 mesh must choose the H100's kernels, not the host's."""
+    device = getattr(jax.sharding.get_abstract_mesh(), "abstract_device", None)
+    platform = device.platform if device is not None and device.platform else jax.default_backend()
+    return "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, *, mask: jax.Array | None = None,
            scale: float | None = None) -> jax.Array:
-    """jax.nn.dot_product_attention: cuDNN's fused kernel on NVIDIA GPUs for bf16/fp16 inputs
-    (JAX 0.10 never picks it by itself), XLA elsewhere and wherever cuDNN refuses the shapes.
+    """jax.nn.dot_product_attention: cuDNN's fused kernel when compiling for NVIDIA GPUs with
+    bf16/fp16 inputs (JAX 0.10 never picks it by itself), XLA elsewhere and wherever cuDNN
+    refuses the shapes. JAX checks cuDNN against the local GPU while tracing, so a GPU step
+    compiled on a host without one falls back to XLA.
 
     q [B, T, N, H], k/v [B, S, K, H] (K divides N: GQA), mask bool broadcastable to [B, N, T, S].
     """
-    if jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16):
+    if target_platform() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16):
         try:
             return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, implementation="cudnn")
         except (NotImplementedError, ValueError, RuntimeError, TypeError):
