@@ -82,11 +82,21 @@ def quiet_libraries() -> None:
         lambda record: record.levelno >= pylogging.WARNING or not any(n in record.pathname for n in noisy))
 
 
+def main_one_line_errors(argv) -> None:
+    """main, with user errors (exit 2) and a run's own stops (exit 1) as one line, no traceback."""
+    from tgg_jax.errors import RunStopped, UserError
+    try:
+        main(argv)
+    except (UserError, RunStopped) as e:
+        print(f"tgg-train: {e}", file=sys.stderr, flush=True)
+        sys.exit(2 if isinstance(e, UserError) else 1)
+
+
 def run() -> None:
     logging.set_verbosity(logging.INFO)
     quiet_libraries()
     config_import_path(sys.argv)
-    app.run(main, argv=sys.argv)
+    app.run(main_one_line_errors, argv=sys.argv)
 
 
 if __name__ == "__main__":
