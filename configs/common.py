@@ -68,6 +68,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.packing = False             # pack several examples per row (segments) instead of padding
     c.data.object_margin = 0.1
     c.data.object_jitter = 0.2
+    c.data.alpha = "drop"              # transparent pixels: "drop" alpha (SPEC §2) or "white"
     c.data.worker_count = 8            # Grain multiprocess workers per host (0: in process)
     c.data.num_examples = 0            # examples in one epoch of the mixture (for epochs -> steps)
     c.data.eval = ()                   # ((dataset, split), ...) for held-out loss
@@ -99,6 +100,14 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 1000
     c.checkpoint.keep = 3
     c.checkpoint.async_save = True
+
+    # Progress watchdog: no step for factor x the median step time (and at least min_seconds)
+    # prints every thread's stack and exits with code 3 (a hung collective or a dead peer).
+    c.watchdog = ml_collections.ConfigDict()
+    c.watchdog.factor = 20.0           # 0: off
+    c.watchdog.min_seconds = 600.0
+    # JAX's persistent compilation cache ("": off; JAX_COMPILATION_CACHE_DIR wins).
+    c.compilation_cache_dir = "~/.cache/tgg_jax/jax_cache"
 
     c.log_every_steps = 10
     c.eval_every_steps = 0             # 0: only at the end

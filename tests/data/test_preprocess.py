@@ -49,12 +49,13 @@ def test_exif_orientation_is_applied():
     assert pixel(loaded, 10, 5) == RED and pixel(loaded, 10, 35) == BLUE
 
 
-def test_palette_with_transparency_composites_on_white():
+def test_palette_with_transparency_drops_it_or_composites_on_white():
     img = Image.new("P", (2, 1))
     img.putpalette([0, 0, 0, 255, 0, 0] + [0] * (256 * 3 - 6))
     img.putpixel((0, 0), 0)
     img.putpixel((1, 0), 1)
-    loaded = load_image(encode(img, "PNG", transparency=0))
+    assert pixel(load_image(encode(img, "PNG", transparency=0)), 0, 0) == BLACK  # as convert("RGB")
+    loaded = load_image(encode(img, "PNG", transparency=0), alpha="white")
     assert pixel(loaded, 0, 0) == WHITE  # transparent index 0 (black) shows the white background
     assert pixel(loaded, 1, 0) == RED
 
@@ -71,16 +72,18 @@ def test_grayscale_and_gray_alpha():
     la.putpixel((0, 0), (0, 0))  # fully transparent black -> white
     la.putpixel((1, 0), (0, 255))  # opaque black
     la.putpixel((2, 0), (0, 128))  # half: 255 * (1 - 128/255) = 127
-    loaded = load_image(encode(la))
+    assert [pixel(load_image(encode(la)), x, 0) for x in range(3)] == [BLACK] * 3  # alpha dropped
+    loaded = load_image(encode(la), alpha="white")
     assert pixel(loaded, 0, 0) == WHITE and pixel(loaded, 1, 0) == BLACK
     assert all(abs(v - 127) <= 1 for v in pixel(loaded, 2, 0))
 
 
-def test_rgba_composites_on_white():
+def test_rgba_drops_alpha_or_composites_on_white():
     img = Image.new("RGBA", (2, 1))
     img.putpixel((0, 0), (255, 0, 0, 0))
     img.putpixel((1, 0), (255, 0, 0, 128))  # G, B: 255 * 127/255 = 127
-    loaded = load_image(encode(img))
+    assert pixel(load_image(encode(img)), 0, 0) == RED  # SPEC §2: alpha dropped
+    loaded = load_image(encode(img), alpha="white")
     assert pixel(loaded, 0, 0) == WHITE
     r, g, b = pixel(loaded, 1, 0)
     assert r == 255 and abs(g - 127) <= 1 and abs(b - 127) <= 1

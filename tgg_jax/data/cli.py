@@ -22,6 +22,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from tgg_jax.data import builders
+from tgg_jax.errors import UserError
 
 
 def _parse_overrides(pairs: Sequence[str], config_cls: type) -> dict[str, Any]:
@@ -92,6 +93,9 @@ def build(args: argparse.Namespace) -> int:
     try:
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
             download_mode=mode, try_download_gcs=False))
+    except UserError as e:  # a different input under an existing build's name
+        print(f"tgg-data: {e}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, pickle.UnpicklingError) as e:
         # Whole-dataset problems (missing or unreadable raw files, a split with no usable
         # record); single bad records never get here.

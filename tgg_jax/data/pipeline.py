@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -58,6 +60,7 @@ class ExampleSpec:
     max_objects: int
     object_margin: float = 0.1
     object_jitter: float = 0.0  # relative jitter of the crop margin; training only
+    alpha: str = "drop"  # preprocess.load_image: "drop" (SPEC §2) or "white"
 
 
 def open_source(dataset: str, split: str, data_dir: str):
@@ -115,7 +118,7 @@ def encode_example(record: dict, tokenizer: TggTokenizer, spec: ExampleSpec,
     images = np.zeros((1, spec.image_size, spec.image_size, 3), np.uint8)
     objects = np.zeros((spec.max_objects, spec.image_size, spec.image_size, 3), np.uint8)
     if has_image:
-        img = load_image(bytes(image_bytes), source=f"record {record_id!r}")
+        img = load_image(bytes(image_bytes), source=f"record {record_id!r}", alpha=spec.alpha)
         images[0] = preprocess_image(img, spec.image_size)
         for i, box in enumerate(boxes):
             crop = crop_object(img, box, spec.object_margin, rng=rng, jitter=spec.object_jitter)
@@ -276,6 +279,28 @@ class PadBatch:
         return pad_batch(examples, self.buckets, self.pad_id)
 
 
+@dataclasses.dataclass(frozen=True)
+class DieWithParent:
+    """Grain worker init: the worker exits within ~1 s of the process that started it dying.
+
+    Without it, a trainer killed with SIGKILL leaves its workers (hundreds of MB each) running
+    as orphans. The worker polls its parent id (reparenting changes it) instead of Linux's
+    PR_SET_PDEATHSIG, which fires when the *thread* that started the worker ends."""
+    parent_pid: int
+    poll_seconds: float = 1.0
+
+    def __call__(self, worker_index: int = 0, worker_count: int = 0) -> None:
+        if os.getppid() != self.parent_pid:  # the parent died while this worker started
+            os._exit(1)
+
+        def watch():
+            while os.getppid() == self.parent_pid:
+                threading.Event().wait(self.poll_seconds)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def _parse_absl_flags() -> None:
     """Grain's worker processes read absl flags, which must count as parsed in the parent."""
     from absl import flags
@@ -319,7 +344,8 @@ def make_train_iterator(mixture_spec: Sequence[tuple[str, str, float]], *, token
     if worker_count > 0:
         _parse_absl_flags()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                         per_worker_buffer_size=prefetch))
+                                                         per_worker_buffer_size=prefetch),
+                            worker_init_fn=DieWithParent(os.getpid()))
     return iter(ds)
 
 

@@ -21,8 +21,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAD_FILL = (122, 116, 104)  # CLIP mean x 255, LLaVA's expand2square background
-# Transparent pixels are composited on white: web graphics with alpha (logos, icons, diagrams)
-# are drawn to be seen on white pages; dropping alpha would expose arbitrary hidden colours.
+# Alpha (SPEC §2): "drop" keeps each pixel's colour and discards its alpha, as PIL's
+# convert("RGB") and so LLaVA-1.5 do; "white" composites on white instead (web graphics drawn
+# for white pages), an option that changes the pixels the model sees on transparent images.
+ALPHA_MODES = ("drop", "white")
 ALPHA_BACKGROUND = (255, 255, 255)
 IMAGE_SIZE = 336
 
@@ -38,9 +40,12 @@ def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(np.clip(values, 0, 65535) / 257.0).astype(np.uint8), "L")
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, alpha: str = "drop") -> Image.Image:
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         img = _sixteen_bit_to_l(img)
+    rgb_convertible = ("RGB", "L", "1", "CMYK", "YCbCr", "LAB", "HSV", "P", "PA", "RGBA", "RGBa", "LA")
+    if alpha == "drop" and img.mode in rgb_convertible:
+        return img.convert("RGB")
     if img.mode == "P":  # palette: its transparency entry becomes an alpha channel
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info:
@@ -52,18 +57,21 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     raise BadImageError(f"unsupported image mode {img.mode!r}")
 
 
-def load_image(data: bytes, *, source: str = "") -> Image.Image:
-    """Encoded bytes -> RGB image with EXIF orientation applied.
+def load_image(data: bytes, *, source: str = "", alpha: str = "drop") -> Image.Image:
+    """Encoded bytes -> RGB image with EXIF orientation applied; alpha: "drop" (SPEC §2, PIL's
+    convert("RGB")) or "white" (composited on white).
 
     Raises BadImageError naming `source` for empty, truncated or corrupt data.
     """
+    if alpha not in ALPHA_MODES:
+        raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     if not data:
         raise BadImageError(f"{source or 'image'}: empty image data")
     try:
         img = Image.open(io.BytesIO(data))
         img.load()  # decode now so truncation is caught here, not later in a worker
         img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        return _to_rgb(img, alpha)
     except BadImageError as e:
         raise BadImageError(f"{source or 'image'}: {e}") from e
     except (OSError, EOFError, SyntaxError, ValueError, struct.error, UnidentifiedImageError,

@@ -16,6 +16,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tgg_jax.errors import UserError
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config file (configs/eval/*.py).",
                                           lock_config=True)
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Parameter checkpoint directory "
@@ -98,8 +100,12 @@ def evaluate(config, checkpoint: str, workdir: str, *, tokenizer_dir: str | None
               for s in config.splits]
     workdir = os.path.abspath(os.path.expanduser(workdir))
     info = run_info(config, checkpoint)
-    # Refuse a workdir of another run before spending minutes loading the model.
-    runner.check_run(workdir, {**info, "process_count": jax.process_count()}, jax.process_index())
+    if not os.path.isdir(info["checkpoint"]):
+        raise UserError(f"--checkpoint {checkpoint}: no such directory")
+    # Refuse a workdir of another run before spending minutes loading the model; write its
+    # run.json only once the model has loaded, so a mistyped --checkpoint leaves no trace.
+    runner.check_run(workdir, {**info, "process_count": jax.process_count()}, jax.process_index(),
+                     write=False)
     answerer = answerer or build_answerer(config, checkpoint, tokenizer_dir)
     return runner.run(evaluator, answerer, splits, workdir, batch_size=answerer.batch_size,
                       prompt_from=config.prompt_from, run_info=info)
@@ -114,7 +120,11 @@ def main(argv) -> None:
     from tgg_jax import distributed
     distributed.use_cpu_devices(_CPU_DEVICES.value)
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    evaluate(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value, tokenizer_dir=_TOKENIZER.value)
+    try:
+        evaluate(_CONFIG.value, _CHECKPOINT.value, _WORKDIR.value, tokenizer_dir=_TOKENIZER.value)
+    except UserError as e:
+        print(f"tgg-eval: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def config_import_path(argv: list[str]) -> None:

@@ -148,9 +148,10 @@ def read_predictions(path: str, *, repair: bool = False) -> list[dict]:
     return predictions
 
 
-def check_run(workdir: str, info: Mapping[str, Any], process_index: int) -> None:
+def check_run(workdir: str, info: Mapping[str, Any], process_index: int, *, write: bool = True) -> None:
     """Predictions in a workdir must all come from one setup (checkpoint, data, prompt, decoding,
-    process count): a rerun with a different one is refused instead of mixing answers."""
+    process count): a rerun with a different one is refused instead of mixing answers.
+    write=False only compares (before the checkpoint has loaded, nothing is written)."""
     info = json.loads(json.dumps(dict(info)))
     path = os.path.join(workdir, PREDICTIONS_DIR, RUN_FILE)
     if os.path.isfile(path):
@@ -161,7 +162,7 @@ def check_run(workdir: str, info: Mapping[str, Any], process_index: int) -> None
             details = "; ".join(f"{k}: {saved.get(k)!r} -> {info.get(k)!r}" for k in changed)
             raise ValueError(f"{workdir} holds predictions of a different run ({details}); "
                              "use a new --workdir, or rerun with the same setup to resume")
-    elif process_index == 0:
+    elif process_index == 0 and write:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w") as f:
             json.dump(info, f, indent=1)

@@ -7,6 +7,7 @@ Layout under WORKDIR/checkpoints/:
     <step>/params/              all parameters (pure dict), restorable by tgg_jax.checkpoint.load_params
     <step>/opt_state/           optimiser state of the trainable parameters
     <step>/meta/                step and RNG seed (JSON)
+    <step>/run_config/          the run's resolved config (JSON; run_config.py)
     <step>/data_iter/           process_<i>-of-<n>.json, one Grain iterator state per host
 """
 
@@ -20,7 +21,13 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from tgg_jax.checkpoint import save_config
+from tgg_jax.errors import RunStopped
 from tgg_jax.train.step import TrainState
+
+
+class CheckpointSaveError(RunStopped):
+    """An asynchronous checkpoint save that failed (full disk, lost mount, ...)."""
+
 
 def _abstract(tree):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
@@ -30,9 +37,12 @@ class Checkpointer:
     """Saves and restores TrainState (+ the data iterator) under `directory`."""
 
     def __init__(self, directory: str, *, keep: int, every_steps: int, async_save: bool = True,
-                 model_config=None):
+                 model_config=None, run_config: dict | None = None):
         self.directory = os.path.abspath(directory)
         self.every_steps = every_steps
+        self.run_config = run_config
+        self._pending: int | None = None  # step of a save still being written in the background
+        self._last_complete: int | None = None
         if model_config is not None and jax.process_index() == 0:
             save_config(self.directory, model_config)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -42,10 +52,33 @@ class Checkpointer:
             item_handlers={"params": ocp.StandardCheckpointHandler(),
                            "opt_state": ocp.StandardCheckpointHandler(),
                            "meta": ocp.JsonCheckpointHandler(),
+                           "run_config": ocp.JsonCheckpointHandler(),
                            "data_iter": grain.checkpoint.CheckpointHandler()})
+
+        self._last_complete = self.manager.latest_step()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def check(self, block: bool = False) -> None:
+        """Raise CheckpointSaveError once a background save has failed (called every step, so
+        a full disk stops the run within one step, not at the next save). Orbax keeps the
+        failed save's temporary directory out of latest_step(), so the previous step restores."""
+        if self._pending is None or (not block and self.manager.is_saving_in_progress()):
+            return
+        step, self._pending = self._pending, None
+        try:
+            self.manager.wait_until_finished()  # raises the background save's failure
+        except Exception as e:  # noqa: BLE001 — any failure of the save is reported the same way
+            raise self._failed(step, e) from e
+        self._last_complete = step
+
+    def _failed(self, step: int, error: Exception) -> CheckpointSaveError:
+        previous = (f"step {self._last_complete} is the last complete one"
+                    if self._last_complete is not None else "there is no complete checkpoint yet")
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return CheckpointSaveError(f"checkpoint {os.path.join(self.directory, str(step))} failed to "
+                                   f"save ({type(error).__name__}: {cause}); stopping. {previous}")
 
     def save(self, state: TrainState, data_iter=None, *, seed: int, force: bool = False) -> bool:
         step = int(jax.device_get(state.step))
@@ -53,9 +86,20 @@ class Checkpointer:
         items = {"params": ocp.args.StandardSave(params),
                  "opt_state": ocp.args.StandardSave(state.opt_state),
                  "meta": ocp.args.JsonSave({"step": step, "seed": seed})}
+        if self.run_config is not None:
+            items["run_config"] = ocp.args.JsonSave(self.run_config)
         if data_iter is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
-        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        self.check(block=True)  # an earlier failure is reported as itself, not as this save's
+        try:
+            saved = self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+        except Exception as e:  # noqa: BLE001 — a synchronous save's failure, reported the same way
+            raise self._failed(step, e) from e
+        if saved:
+            self._pending = step
+            if not self.manager.is_saving_in_progress():  # synchronous saves are done here
+                self.check()
+        return saved
 
     def restore(self, state: TrainState, data_iter=None, step: int | None = None) -> tuple[TrainState, dict]:
         """Restore into the shapes and shardings of `state` (and into `data_iter` in place)."""
@@ -74,6 +118,8 @@ class Checkpointer:
         return new, restored["meta"]
 
     def wait(self) -> None:
+        """Block until the last save is written; raises CheckpointSaveError if it failed."""
+        self.check(block=True)
         self.manager.wait_until_finished()
 
     def close(self) -> None:

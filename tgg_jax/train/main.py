@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tgg_jax.errors import UserError
+from tgg_jax.errors import RunStopped, UserError
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config file.",
                                           lock_config=True)
@@ -132,6 +132,9 @@ def run() -> None:
         app.run(main, argv=sys.argv, flags_parser=lambda _: remaining)
     except UserError as e:
         _user_error(str(e))
+    except RunStopped as e:  # the run stopped itself for a reason it names (NaN, failed save)
+        print(f"tgg-train: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

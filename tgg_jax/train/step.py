@@ -106,7 +106,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
     The loss is the mean over all target tokens of the global batch ("token"), or over its
     sequences, each the mean of its own target tokens ("sequence"). Per-microbatch sums and
     denominators are added before dividing, so accumulation gives the same update as one big
-    batch. metrics["tokens"] is that denominator.
+    batch. metrics["tokens"] is that denominator; metrics["update_norm"] lets the trainer refuse
+    to keep a state whose update was not finite.
     """
     check_loss_normalization(loss_normalization)
 
@@ -132,7 +133,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule,
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
         trainable = optax.apply_updates(state.trainable, updates)
         metrics = {"loss": loss / denom, "tokens": count, "grad_norm": optax.tree.norm(grads),
-                   "lr": schedule(state.step)}
+                   "update_norm": optax.tree.norm(updates), "lr": schedule(state.step)}
         return dataclasses.replace(state, step=state.step + 1, trainable=trainable,
                                    opt_state=opt_state), metrics
 

@@ -1,14 +1,15 @@
 """The training loop: one program for one CPU, 8 simulated devices, several hosts or a pod.
 
-    setup()   config checks (before anything compiles) -> tokenizer -> model config -> mesh ->
+    setup()   config checks (before anything compiles) -> a resume's config compared with the
+              run's (before anything is written) -> tokenizer -> model config -> mesh ->
               sharded state (fresh, init_from, or resumed) -> data iterator
-    train()   jitted, donated steps; logging; periodic and preemption checkpoints; NaN stop
+    train()   jitted, donated steps; logging; periodic and preemption checkpoints of states whose
+              own loss is finite; NaN stop; failed saves stop the run; progress watchdog
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -20,18 +21,20 @@ from absl import logging
 
 from tgg_jax import checkpoint, sharding
 from tgg_jax.data import pipeline
-from tgg_jax.errors import UserError
+from tgg_jax.errors import RunStopped, UserError
 from tgg_jax.models.tgg import TGGConfig, count_params
+from tgg_jax.train import compile_cache, history, run_config
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
 from tgg_jax.train import tower_align
 from tgg_jax.train.checkpointing import Checkpointer
 from tgg_jax.train.metrics import Reporter, peak_flops_per_device, train_flops_per_step
 from tgg_jax.train.step import TrainState, check_loss_normalization, make_eval_step, make_train_step
+from tgg_jax.train.watchdog import Watchdog
 
 
-class NonFiniteLossError(FloatingPointError):
-    pass
+class NonFiniteLossError(RunStopped, FloatingPointError):
+    """A non-finite loss or update: the run stops before saving the state it produced."""
 
 
 def total_steps(config) -> int:
@@ -124,7 +127,8 @@ def example_spec(config, model_cfg: TGGConfig) -> pipeline.ExampleSpec:
                                 object_tokens=model_cfg.object_tokens, max_length=config.data.max_length,
                                 max_objects=config.data.max_objects,
                                 object_margin=config.data.object_margin,
-                                object_jitter=config.data.object_jitter)
+                                object_jitter=config.data.object_jitter,
+                                alpha=config.data.get("alpha", "drop"))
 
 
 def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
@@ -139,8 +143,12 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     config.unlock()
     config.total_steps = steps  # the schedule reads it
     config.lock()
+    run_config.check_resume(config, workdir)  # before anything in the workdir is written
+    compile_cache.enable(config.compilation_cache_dir)
     tokenizer = load_run_tokenizer(config, workdir)
     model_cfg = state_lib.model_config(config, tokenizer)
+    run_config.check_model_config(model_cfg, os.path.join(workdir, "checkpoints"))
+    resolved = run_config.write(config, workdir)
     mesh = sharding.make_mesh(dict(config.mesh), devices)
     logging.info("mesh %s over %d %s device(s) in %d process(es)", dict(mesh.shape), mesh.size,
                  mesh.devices.flat[0].platform, jax.process_count())
@@ -151,7 +159,8 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                 every_steps=config.checkpoint.every_steps,
-                                async_save=config.checkpoint.async_save, model_config=model_cfg)
+                                async_save=config.checkpoint.async_save, model_config=model_cfg,
+                                run_config=resolved)
     with jax.set_mesh(mesh):
         state = jax.jit(init, out_shardings=shardings)()
     spec = example_spec(config, model_cfg)
@@ -252,6 +261,25 @@ def compiled_steps(run: Run):
     return run.jitted["train"], run.jitted["eval"]
 
 
+def _kept(run: Run) -> str:
+    latest = run.checkpointer.latest_step()
+    if latest is None:
+        return (f"No checkpoint has been saved yet in {run.checkpointer.directory}: a rerun starts "
+                f"from step 0.")
+    return f"The last good checkpoint (step {latest}) in {run.checkpointer.directory} is kept."
+
+
+def _check_own_loss(run: Run, eval_step, batch: dict, step: int) -> None:
+    """The loss of the state about to be saved, on the batch it was just trained on: a diverging
+    update can leave finite but useless parameters (1e10) whose own loss is NaN, and a state
+    like that must never become the checkpoint a resume starts from."""
+    s, c = eval_step(run.state, batch)
+    loss = float(s) / max(float(c), 1.0)
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"the state after step {step} has loss {loss} on its own batch; "
+                                 f"stopping without saving it. {_kept(run)}")
+
+
 def train(run: Run, until_step: int | None = None) -> dict:
     """Run to config.total_steps, or to `until_step` (benchmarks evaluate along the way), or
     until preempted. Returns the last logged metrics.
@@ -259,17 +287,23 @@ def train(run: Run, until_step: int | None = None) -> dict:
     A step's loss is read (which waits for the device) only after the next step is dispatched,
     so the host builds the next batch while the device computes; every checkpoint, evaluation
     and log line first reads the loss of the state it uses, so a NaN still stops the run
-    before that state is saved."""
+    before that state is saved, and a checkpointed state's own loss must be finite too."""
     config = run.config
     jit_step, eval_step = compiled_steps(run)
+    step = int(run.state.step)
+    dropped = history.truncate(run.workdir, step)  # rows of steps this run computes again
+    if dropped:
+        logging.info("history.jsonl: %d rows after step %d dropped (recomputed from the checkpoint)",
+                     dropped, step)
     reporter = Reporter(run.workdir, run.total_steps)
     counts = count_params(run.model_config)
     peak = peak_flops_per_device(config.peak_flops_per_device)
     guard = PreemptionGuard()
-    step = int(run.state.step)
+    watchdog = Watchdog(config.watchdog.factor, config.watchdog.min_seconds)
     last: dict = {}
     window = {"start": time.time(), "tokens": 0.0, "flops": 0.0}
     pending: list = []  # (step, metrics) dispatched but not yet read
+    finished = False
 
     def read_pending() -> None:
         nonlocal last
@@ -277,9 +311,11 @@ def train(run: Run, until_step: int | None = None) -> dict:
             done, metrics = pending.pop(0)
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss} at step {done}; stopping. The last good checkpoint "
-                    f"(step {run.checkpointer.latest_step()}) in {run.checkpointer.directory} is kept.")
+                raise NonFiniteLossError(f"loss is {loss} at step {done}; stopping. {_kept(run)}")
+            update = float(metrics["update_norm"])
+            if not math.isfinite(update):
+                raise NonFiniteLossError(f"the update of step {done} is {update} (loss {loss}); "
+                                         f"stopping. {_kept(run)}")
             if done % config.log_every_steps == 0 or done == run.total_steps:
                 elapsed = max(time.time() - window["start"], 1e-9)
                 last = {"loss": loss, "lr": float(metrics["lr"]), "grad_norm": float(metrics["grad_norm"]),
@@ -287,7 +323,7 @@ def train(run: Run, until_step: int | None = None) -> dict:
                         "mfu": window["flops"] / elapsed / (peak * jax.device_count())}
                 reporter.scalars(done, last)
                 reporter.progress(done, last)
-                _append_history(run.workdir, {"step": done, **last})
+                history.append(run.workdir, {"step": done, **last})
                 window.update(start=time.time(), tokens=0.0, flops=0.0)
 
     try:
@@ -297,38 +333,45 @@ def train(run: Run, until_step: int | None = None) -> dict:
                 batch = next(run.data_iter)
                 window["flops"] += _batch_flops(run, batch, counts)
                 window["tokens"] += float(np.count_nonzero(batch["segment_ids"]))
-                run.state, metrics = jit_step(run.state, pipeline.to_global(batch, run.mesh))
+                global_batch = pipeline.to_global(batch, run.mesh)
+                run.state, metrics = jit_step(run.state, global_batch)
                 step += 1
                 read_pending()  # the previous step's, while this one runs
                 pending.append((step, metrics))
+                watchdog.beat(step)
+                run.checkpointer.check()  # a failed background save stops the run here
                 logged = step % config.log_every_steps == 0 or step == run.total_steps
                 evaluated = bool(config.eval_every_steps and step % config.eval_every_steps == 0)
                 preempted = guard.requested
                 saved = step % run.checkpointer.every_steps == 0 or step == run.total_steps or preempted
                 if logged or evaluated or saved:
                     read_pending()
+                if evaluated or saved:
+                    watchdog.pause()  # evaluations and saves take their own time
                 if evaluated:
                     for name, split in config.data.eval:
                         value = held_out_loss(run, eval_step, name, split, config.data.eval_examples)
                         reporter.scalars(step, {f"eval/{name}/{split}/loss": value})
-                        _append_history(run.workdir, {"step": step, "eval_loss": value})
+                        history.append(run.workdir, {"step": step, "eval_loss": value})
                         logging.info("step %d held-out loss %s/%s: %.4f", step, name, split, value)
                 if saved:
+                    _check_own_loss(run, eval_step, global_batch, step)
                     run.checkpointer.save(run.state, run.data_iter, seed=config.seed, force=True)
+                if evaluated or saved:
+                    watchdog.resume()
                 if preempted:
                     run.preempted = True
                     break
             read_pending()
+        finished = True
     finally:
+        watchdog.close()
         guard.restore()
-        run.checkpointer.wait()
         reporter.close()
+        try:
+            run.checkpointer.wait()
+        except RunStopped as e:
+            if finished:
+                raise
+            logging.error("%s", e)  # the error already on its way out says why the run stopped
     return last
-
-
-def _append_history(workdir: str, row: dict) -> None:
-    """One metrics row appended to WORKDIR/history.jsonl as it happens (for the curve plot)."""
-    if jax.process_index() != 0:
-        return
-    with open(os.path.join(workdir, "history.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")

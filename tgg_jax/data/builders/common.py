@@ -5,15 +5,17 @@ Record, one per conversation::
 
     id             str      the dataset's own id (not necessarily unique; the TFDS key is)
     image          bytes    the image file as found (PNG/JPEG/...); b"" for text-only records
-    width, height  int32    size of the decoded image (0 for text-only), to map boxes back
-    objects        [N, 4]   float32 boxes [x1, y1, x2, y2] in original pixels, one per <object>
+    width, height  int32    size of the image as displayed (EXIF orientation applied; 0 for
+                            text-only), to map boxes back
+    objects        [N, 4]   float32 boxes [x1, y1, x2, y2] in displayed pixels, one per <object>
                             in the human turns, in order of appearance
     conversations  [{from: "human" | "gpt", value: str}], starting with human, alternating
     source         str      dataset name
     ...                     builder extras (task, gt_box, label, ...)
 
 Text never contains `<image>`: the chat template puts it in front of the first user turn
-(LLaVA moves it there too), so the raw files' `<image>` markers are stripped here.
+(LLaVA moves it there too), so the raw files' `<image>` markers are stripped here; an entry
+with more markers than images is skipped ("placeholder mismatch", SPEC §1).
 Read back through `tfds.data_source`, strings come as bytes and `conversations` as
 `{"from": [bytes, ...], "value": [bytes, ...]}`; `decode_record` turns that into str / lists.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import abc
 import collections
 import contextlib
+import dataclasses
 import inspect
 import io
 import json
@@ -38,9 +41,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
-from PIL import Image, ImageFile
+from PIL import ExifTags, Image, ImageFile
 
 from tgg_jax.data import coords
+from tgg_jax.errors import UserError
 
 IMAGE_TOKEN = "<image>"
 OBJECT_TOKEN = "<object>"
@@ -52,6 +56,9 @@ _ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "
 REC_PROMPT = "Output the coordinate of {expression}."
 REGION_CAPTION_PROMPT = "Describe the region {box}."
 SHORT_ANSWER_SUFFIX = "\nAnswer the question using a single word or phrase."
+
+# Written beside a build's dataset_info.json: where its raw files came from.
+BUILD_FILE = "tgg_build.json"
 
 # Errors from parsing one raw entry that mean "this entry is bad", not "the builder is broken".
 ENTRY_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
@@ -161,12 +168,21 @@ class ImageReader:
         return data, result[0], result[1]
 
 
+# EXIF orientations whose display turns the image a quarter (ImageOps.exif_transpose swaps
+# width and height for these).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
 def _decode_size(data: bytes) -> tuple[int, int] | tuple[str, str]:
-    """(width, height) if the bytes decode fully, else ("corrupt image", why)."""
+    """(width, height) as displayed (SPEC §2: after EXIF orientation, as preprocess.load_image
+    shows it to the model) if the bytes decode fully, else ("corrupt image", why)."""
     try:
         with _strict_truncation(), Image.open(io.BytesIO(data)) as image:
             image.load()
-            return image.size
+            width, height = image.size
+            if image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS:
+                width, height = height, width
+            return width, height
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         return "corrupt image", f"{type(e).__name__}: {e}"
 
@@ -199,7 +215,7 @@ def check_conversation(turns: Any, record_id: str, source: str | epath.Path, *,
         raise bad("conversations is not a non-empty list")
     if len(turns) % 2:
         raise bad(f"{len(turns)} turns: expected human/gpt pairs")
-    out, object_count = [], 0
+    out, object_count, image_count = [], 0, 0
     for i, turn in enumerate(turns):
         if not isinstance(turn, Mapping) or "from" not in turn or "value" not in turn:
             raise bad(f"turn {i} is not a {{from, value}} object")
@@ -210,6 +226,7 @@ def check_conversation(turns: Any, record_id: str, source: str | epath.Path, *,
         if IMAGE_TOKEN in value:
             if not has_image:
                 raise bad(f"turn {i} has {IMAGE_TOKEN} but the record has no image")
+            image_count += value.count(IMAGE_TOKEN)
             value = value.replace(IMAGE_TOKEN, "").strip()
         if OBJECT_TOKEN in value and role == "gpt":
             raise bad(f"turn {i}: {OBJECT_TOKEN} in an answer")
@@ -217,6 +234,9 @@ def check_conversation(turns: Any, record_id: str, source: str | epath.Path, *,
         if role == "gpt" and not value:
             raise bad(f"turn {i}: empty answer")
         out.append({"from": role, "value": value})
+    if image_count > 1:  # one image per record; stripping the extras would shift the text
+        raise Skip("placeholder mismatch", record_id, source,
+                   f"{image_count} {IMAGE_TOKEN} in the text but 1 image")
     if object_count != num_objects:
         raise bad(f"{object_count} {OBJECT_TOKEN} in the text but {num_objects} boxes")
     return out
@@ -364,9 +384,44 @@ class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def download_and_prepare(self, *, download_dir=None, download_config=None, file_format=None):
         # No GCS lookup of prebuilt data: these datasets are not there and the job may be offline.
         download_config = download_config or tfds.download.DownloadConfig(try_download_gcs=False)
-        return super().download_and_prepare(download_dir=download_dir,
-                                            download_config=download_config,
-                                            file_format=file_format)
+        rebuild = download_config.download_mode == tfds.download.GenerateMode.FORCE_REDOWNLOAD
+        if self.is_prepared() and not rebuild:
+            self._check_same_inputs()
+        result = super().download_and_prepare(download_dir=download_dir,
+                                              download_config=download_config,
+                                              file_format=file_format)
+        path = epath.Path(self.data_dir) / BUILD_FILE
+        if rebuild or not path.exists():
+            path.write_text(json.dumps(self._inputs(), indent=1, default=str))
+        return result
+
+    def _inputs(self) -> dict[str, Any]:
+        """What a build was made from: the raw folder and the builder config's own fields."""
+        config, fields = self.builder_config, {}
+        if config is not None and dataclasses.is_dataclass(config):
+            base = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+            fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+                      if f.name not in base}
+        raw = str(epath.Path(self.raw_dir).resolve()) if self.raw_dir else None
+        return json.loads(json.dumps({"raw_dir": raw, "config": fields}, default=str))
+
+    def _check_same_inputs(self) -> None:
+        """A finished build is reused only for the same inputs: another raw folder (or config
+        field) under the same name would otherwise silently give the old records."""
+        path = epath.Path(self.data_dir) / BUILD_FILE
+        if not path.exists():
+            return  # built before tgg_build.json existed: nothing to compare with
+        saved, now = json.loads(path.read_text()), self._inputs()
+        name = f"{self.name}/{self.builder_config.name}" if self.builder_config else self.name
+        if now["raw_dir"] is not None and saved.get("raw_dir") not in (None, now["raw_dir"]):
+            raise UserError(f"{name} in {self.data_dir} was built from --raw_dir {saved['raw_dir']}, "
+                            f"not {now['raw_dir']}; pass --overwrite to rebuild it from the new folder")
+        changed = {k: (saved.get("config", {}).get(k), v) for k, v in now["config"].items()
+                   if saved.get("config", {}).get(k, v) != v}
+        if changed:
+            what = ", ".join(f"{k} {old!r} (now {new!r})" for k, (old, new) in changed.items())
+            raise UserError(f"{name} in {self.data_dir} was built with {what}; pass --overwrite to "
+                            f"rebuild it, or build under another --config name")
 
     def _split_generators(self, dl_manager):
         raw_dir = None
