@@ -264,7 +264,11 @@ def export_hf(checkpoint: str, out: str, dtype: str = "float32", tokenizer: str 
     on_disk = EXPORT_DTYPES[dtype]
     read = CheckpointReader(checkpoint)
     config, shapes = read.config, read.shapes
-    tok = _checked_tokenizer(load_tokenizer(tokenizer or tokenizer_dir_beside(checkpoint)), config,
+    try:
+        tokenizer_dir = tokenizer or tokenizer_dir_beside(checkpoint)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; pass --tokenizer DIR") from None
+    tok = _checked_tokenizer(load_tokenizer(tokenizer_dir), config,
                              tokenizer or f"found beside {checkpoint}")
     llm_dir, clip_dir, dino_dir = (os.path.join(out, p) for p in ("llm", "clip", "dinov2"))
 
