@@ -99,25 +99,38 @@ def workdir() -> pathlib.Path:
 
 def command_run(config) -> int:
     index, count = shard_spec(config)
-    out = workdir()
     if _REFILTER.value:
-        files = [f for k, f in enumerate(store.shard_files(out)) if k % count == index]
-        if not files:
-            raise UsageError(f"{out}: no shard files to refilter")
-        counts = merge_lib.refilter(files, pipeline.thresholds(config))
-        print(f"refiltered {len(files)} shard files: {json.dumps(counts)}")
+        counts = refilter_shards(config, workdir(), index, count)
+        print(f"refiltered: {json.dumps(counts)}")
         return 0
-    root = image_root(config)
+    code, summary = synthesize(config, image_root(config), workdir(), index, count)
+    if summary is not None:
+        print(json.dumps(summary, indent=1, sort_keys=True))
+    return code
+
+
+def refilter_shards(config, out: pathlib.Path, index: int = 0, count: int = 1) -> dict[str, int]:
+    """Re-judges the stored records of this worker's shard files (file k goes to worker
+    k mod count) with the config's thresholds; no client or detector is built."""
+    files = [f for k, f in enumerate(store.shard_files(out)) if k % count == index]
+    if not files:
+        raise UsageError(f"{out}: no shard files to refilter")
+    return merge_lib.refilter(files, pipeline.thresholds(config))
+
+
+def synthesize(config, root: pathlib.Path, out: pathlib.Path, index: int = 0,
+               count: int = 1) -> tuple[int, dict | None]:
+    """Runs shard `index` of `count` over the images under root into out; (exit status, summary)."""
     images = pipeline.list_images(root, config.image_list)
     if not images:
         raise UsageError(f"{root}: no image files")
     mine = pipeline.shard_of(images, index, count)
     prompts = prompts_lib.load(prompt_dir(config), config.prompts.version)
     detector = detectors.build(config.detector, root)
-    return asyncio.run(_run(config, root, mine, out, index, count, prompts, detector))
+    return asyncio.run(_run(config, root, mine, pathlib.Path(out), index, count, prompts, detector))
 
 
-async def _run(config, root, images, out, index, count, prompts, detector) -> int:
+async def _run(config, root, images, out, index, count, prompts, detector):
     client = client_lib.ChatClient(config.mllm, seed=index)
     runner = pipeline.Runner(config, prompts, client.chat, detector, root)
     shard = store.Shard(store.shard_path(out, index, count))
@@ -128,14 +141,13 @@ async def _run(config, root, images, out, index, count, prompts, detector) -> in
         summary = await pipeline.run_shard(runner, images, shard, client, label)
     except client_lib.FatalError as e:
         print(f"tgg-synth: {e}", file=sys.stderr)
-        return 2
+        return 2, None
     finally:
         shard.close()
         runner.close()
         client.close()
     pipeline.write_summary(out / f"summary-{index:05d}-of-{count:05d}.json", summary)
-    print(json.dumps(summary, indent=1, sort_keys=True))
-    return 0
+    return 0, summary
 
 
 def command_merge(config) -> int:
@@ -149,8 +161,9 @@ def command_merge(config) -> int:
 def command_shapes_images(config) -> int:
     if not _OUT.value:
         raise UsageError("shapes_images needs --out (the image folder to write)")
-    names = __import__("tgg_jax.synth.shapes_server", fromlist=["write_images"]).write_images(
-        _OUT.value, _COUNT.value, _SEED.value)
+    from tgg_jax.synth import shapes_server
+
+    names = shapes_server.write_images(_OUT.value, _COUNT.value, _SEED.value)
     print(f"{len(names)} tgg_shapes images and annotations.json -> {_OUT.value}")
     return 0
 

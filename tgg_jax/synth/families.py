@@ -20,6 +20,7 @@ A record: {"family", "id", "conversations", "objects" (pixel boxes, one per <obj
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from tgg_jax.data import coords
 from tgg_jax.synth.schema import PLACEHOLDER
 
 OBJECT = "<object>"
+_WITH_ARTICLE = re.compile(r"(\b[Tt]he )?" + PLACEHOLDER.pattern)
 IMAGE = "<image>\n"
 LETTERS = "ABCD"
 STAGE2 = ("image_box", "text_image")
@@ -65,13 +67,17 @@ class Renderer:
         """text with each {objN} as how = 'object' (appended to crops), 'box', 'name' or 'grounded'."""
 
         def one(match):
-            key = match.group(1)
+            article, key = match.group(1) or "", match.group(2)
             if how == "object":
                 crops.append(key)
-                return OBJECT
-            return {"box": self.box, "name": self.name, "grounded": self.grounded}[how](key)
+                return article + OBJECT
+            value = {"box": self.box, "name": self.name, "grounded": self.grounded}[how](key)
+            # "the {obj1}" with the name "the red cup": one article, in the text's case.
+            if article and value.lower().startswith("the "):
+                value = value[4:]
+            return article + value
 
-        return PLACEHOLDER.sub(one, text)
+        return _WITH_ARTICLE.sub(one, text)
 
 
 def _record(family: str, record_id: str, turns: Sequence[tuple[str, str]], renderer: Renderer,
@@ -111,7 +117,7 @@ def stage2(image_id: str, local_qa: Mapping[str, Any], renderer: Renderer,
 
     def add(family, *args, **kwargs):
         if family in families:
-            out.append(_record(family, f"{image_id}-{family}-{n[family]}", *args, **kwargs))
+            out.append(_record(family, f"{image_id}-{family}-{n[family]:03d}", *args, **kwargs))
             n[family] += 1
 
     for key in sorted(renderer.objects, key=_order):
@@ -143,7 +149,7 @@ def conversation(image_id: str, rounds: Sequence[Mapping[str, str]], renderer: R
     turns = [(renderer.sub(r["question"], "grounded", []), renderer.sub(r["answer"], "grounded", []))
              for r in rounds]
     uses = PLACEHOLDER.findall(" ".join(r["question"] + " " + r["answer"] for r in rounds))
-    return _record("grounding_conversations", f"{image_id}-grounding_conversations-0", turns,
+    return _record("grounding_conversations", f"{image_id}-grounding_conversations-000", turns,
                    renderer, [], uses)
 
 
@@ -151,6 +157,6 @@ def description(image_id: str, text: str, renderer: Renderer) -> dict:
     """The grounding_descriptions record: a fixed instruction (one of a few, by image) and the
     description with every object as 'phrase [box]'."""
     instruction = DESCRIBE_IMAGE[random.Random(image_id).randrange(len(DESCRIBE_IMAGE))]
-    return _record("grounding_descriptions", f"{image_id}-grounding_descriptions-0",
+    return _record("grounding_descriptions", f"{image_id}-grounding_descriptions-000",
                    [(instruction, renderer.sub(text, "grounded", []))], renderer, [],
                    PLACEHOLDER.findall(text))

@@ -17,6 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from PIL import Image
+
 from tgg_jax.data import coords, shapes
 from tgg_jax.synth import filters, prompts as prompts_lib
 from tgg_jax.synth.server import ChatServer, Reply, messages_text
@@ -52,7 +54,7 @@ def spatial_relations(boxes: Mapping[str, Sequence[float]]) -> list[list[str]]:
 
 
 def _listing(keys: Sequence[str]) -> str:
-    names = [f"{{{k}}}" for k in keys]
+    names = [f"the {{{k}}}" for k in keys]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -67,7 +69,6 @@ class ShapesAnswerer:
                         for name in self.table}
         self.sizes = {}
         for name in self.table:
-            from PIL import Image
             with Image.open(root / name) as image:
                 self.sizes[name] = image.size
         self.tasks = {p.system: name for name, p in prompts_lib.load(prompt_dir, version).items()}
@@ -102,25 +103,25 @@ class ShapesAnswerer:
             holders = [x for x, r, y in relations if r == rel and y == b]
             others = [c for c in boxes if c not in holders and c != b]
             if len(holders) == 1:
-                qas.append({"question": f"Which object is {rel} {{{b}}}?", "answer": f"{{{a}}}"})
+                qas.append({"question": f"Which object is {rel} the {{{b}}}?", "answer": f"{{{a}}}"})
             if others:
-                qas.append({"question": f"Which of these is {rel} {{{b}}}?",
+                qas.append({"question": f"Which of these is {rel} the {{{b}}}?",
                             "options": [f"{{{a}}}", f"{{{others[0]}}}"], "answer": f"{{{a}}}"})
-            qas.append({"question": f"Where is {{{a}}} relative to {{{b}}}?",
-                        "answer": f"{{{a}}} is {rel} {{{b}}}."})
+            qas.append({"question": f"Where is the {{{a}}} relative to the {{{b}}}?",
+                        "answer": f"The {{{a}}} is {rel} the {{{b}}}."})
         return {"descriptions": descriptions, "qas": qas[:6]}
 
     def conversation(self, boxes, relations, entries):
         rounds = [{"question": "Which objects can you see in the image?",
                    "answer": f"I can see {_listing(list(boxes))}."}]
         for a, rel, b in relations[:2]:
-            rounds.append({"question": f"What is {rel} {{{b}}}?",
-                           "answer": f"{{{a}}} is {rel} {{{b}}}."})
+            rounds.append({"question": f"What is {rel} the {{{b}}}?",
+                           "answer": f"The {{{a}}} is {rel} the {{{b}}}."})
         return {"conversation": rounds}
 
     def description(self, boxes, relations, entries):
         sentences = [f"The image shows {_listing(list(boxes))} on a textured background."]
-        sentences += [f"{{{a}}} is {rel} {{{b}}}." for a, rel, b in relations[:3]]
+        sentences += [f"The {{{a}}} is {rel} the {{{b}}}." for a, rel, b in relations[:3]]
         return {"description": " ".join(sentences)}
 
 
