@@ -103,7 +103,8 @@ class ChatServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self) -> "ChatServer":
-        self._thread.start()
+        if not self._thread.is_alive():
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
