@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import tensorflow_datasets as tfds
 
 from tgg_jax.data import builders
@@ -56,6 +57,7 @@ def test_families_build_and_read(tmp_path):
                 t["value"].replace("<image>\n", "") for t in raw["conversations"]]
 
 
+@pytest.mark.slow  # 14-31 s on 2 shared cores
 def test_tiny_training_reads_synth_records(tmp_path):
     from tests import tiny_run
 
