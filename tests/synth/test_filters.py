@@ -123,3 +123,24 @@ def test_families_render_objects_boxes_and_names():
     assert conversation["conversations"][1]["value"] == (
         "The red cup [0.000, 0.250, 0.500, 0.500] is at the top.")
     assert conversation["objects"] == [] and conversation["uses"] == ["obj1"]
+
+
+def test_rec_detector_maps_the_answer_box_to_pixels():
+    """The rec backend asks the paper's REC prompt and maps the answer off the padded square."""
+    from PIL import Image
+
+    from tgg_jax.synth import detectors
+
+    rec = detectors.Rec.__new__(detectors.Rec)
+    asked = []
+
+    def predict(model, config, tokenizer, image, prompt):
+        asked.append(prompt)
+        return "[0.250, 0.300, 0.500, 0.700]" if "cup" in prompt else "I do not know."
+
+    rec.model = rec.config = rec.tokenizer = None
+    rec._predict = predict
+    found = rec.detect(Image.new("RGB", (200, 100)), ["red cup", "dog"])
+    # 200 x 100 pads to 200 x 200 with 50 rows above: y = 0.3 * 200 - 50 = 10.
+    assert found == {"red cup": [([50.0, 10.0, 100.0, 90.0], 1.0)], "dog": []}
+    assert asked[0] == "Output the coordinate of the red cup."
