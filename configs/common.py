@@ -3,15 +3,18 @@
 Run:  tgg-train --config configs/stage2.py:3b --workdir DIR [--config.lr=1e-5 ...]
 """
 
+import re
+
 import ml_collections
 
 LLM_AND_PROJECTOR = ("projector\\..*", "llm\\..*")
 LLM_ONLY = ("llm\\..*",)
-EVERYTHING = ("projector\\..*", "llm\\..*", "clip\\..*", "dinov2\\..*")
 PROJECTOR_ONLY = ("projector\\..*",)
 
 # Per-device batch of SPEC §3 is for 8 GPUs; the configs give the global batch.
 GPUS_IN_RECIPE = 8
+# Sizes with a preset (tgg_jax.models.tgg.PRESETS); any other Qwen2.5 size trains from init_from.
+PRESETS = ("1.5b", "3b", "7b")
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -19,7 +22,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
-    c.model.preset = "3b"              # "1.5b", "3b", "7b" or "tiny"
+    c.model.preset = "3b"              # "1.5b", "3b", "7b", "tiny", or "" (init_from's model)
     c.model.dtype = "bfloat16"         # compute dtype; parameters and optimiser state stay fp32
     c.model.remat_policy = "full"      # none | full | dots | save_attn_mlp_out
     c.model.object_pool = 1            # 2 -> 144 tokens per <object>
@@ -56,7 +59,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = "~/tensorflow_datasets"
-    c.data.tokenizer = ""              # HF tokenizer dir (Qwen2.5), or "tiny" (trained on tgg_shapes)
+    c.data.tokenizer = ""              # HF tokenizer dir, "tiny" (trained on tgg_shapes), or ""
+                                       # (the one beside init_from)
     c.data.mixture = ()                # ((dataset, split, weight), ...)
     c.data.max_length = 2048
     c.data.buckets = (512, 1024, 2048)
@@ -112,20 +116,28 @@ def get_base_config() -> ml_collections.ConfigDict:
 
 
 def size_arg(arg: str) -> str:
-    if arg not in ("1.5b", "3b", "7b"):
-        raise ValueError(f"config argument must be one of 1.5b, 3b, 7b; got {arg!r}")
+    """A Qwen2.5 size such as "0.5b", "1.5b", "3b", "7b": it names the import and tokenizer paths;
+    1.5b / 3b / 7b also name a preset (memory plans; checked against init_from's model)."""
+    if not re.fullmatch(r"\d+(\.\d+)?b", arg or ""):
+        raise ValueError(f"config argument must be a Qwen2.5 size such as 0.5b, 1.5b, 3b or 7b; "
+                         f"got {arg!r}")
     return arg
 
 
 def stage_config(size: str, *, init_from: str, mixture, num_examples: int, lr: float,
                  batch_per_device: int = 32, epochs: float = 1.0,
                  trainable=LLM_AND_PROJECTOR) -> ml_collections.ConfigDict:
-    """One training stage of SPEC §3 for a model size; the stage files differ only in these."""
+    """One training stage of SPEC §3 for a model size; the stage files differ only in these.
+
+    The architecture and the tokenizer come from init_from (tgg-convert import-hf output for
+    stage 1a, the previous stage's checkpoints after it); `preset` is set only for the sizes
+    that have one, and must then agree with the checkpoint.
+    """
     c = get_base_config()
-    c.model.preset = size_arg(size)
+    c.model.preset = size if size_arg(size) in PRESETS else ""
     c.init_from = init_from
     c.trainable = trainable
-    c.data.tokenizer = f"hf/Qwen2.5-{size.upper()}"
+    c.data.tokenizer = ""              # the one that came with init_from
     c.data.mixture = mixture
     c.data.num_examples = num_examples
     c.lr = lr

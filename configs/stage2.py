@@ -2,7 +2,7 @@
 
 from configs import common
 
-# Weights are the sample counts of the paper's Table 6.
+# Weights are the sample counts of the paper's Table 7.
 MIXTURE = (
     ("refcoco/refcoco", "train", 1_000_000.0),
     ("refcoco/refcoco+", "train", 1_000_000.0),

@@ -1,4 +1,4 @@
-"""The README's memory plan: `tgg-train --compile_only` for each size x stage on a target mesh,
+"""The memory plan of docs/training.md: `tgg-train --compile_only` for each size x stage on a target mesh,
 collected as JSON lines and printed as a markdown table.
 
     pip install 'libtpu==0.0.42.*'     # the TPU compiler; no TPU needed (ahead-of-time compile)

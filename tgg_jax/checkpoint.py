@@ -49,6 +49,17 @@ def load_config(path: str) -> TGGConfig:
         return TGGConfig.from_dict(json.load(f))
 
 
+def resolve_checkpoint(path: str) -> str:
+    """A parameter checkpoint dir, or a run's checkpoints/ dir (-> its latest step)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(os.path.join(path, "params")):
+        return path
+    steps = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+    if not steps:
+        raise FileNotFoundError(f"{path}: neither a parameter checkpoint nor a checkpoints/ directory")
+    return os.path.join(path, str(steps[-1]))
+
+
 def save_params(path: str, params: dict, config: TGGConfig) -> None:
     """Write a parameter checkpoint (params: nnx pure dict of arrays, host or device)."""
     path = os.path.abspath(path)

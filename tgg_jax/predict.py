@@ -24,7 +24,7 @@ from flax import nnx
 
 from tgg_jax import checkpoint as ckpt_lib
 from tgg_jax.data.pipeline import ExampleSpec
-from tgg_jax.data.tokenizer import OBJECT_TOKEN, TggTokenizer, load_tokenizer
+from tgg_jax.data.tokenizer import OBJECT_TOKEN, TggTokenizer, load_tokenizer, tokenizer_dir_beside
 from tgg_jax.inference import answer, prompt_inputs
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT, with_dtype
 from tgg_jax.sharding import state_shardings
@@ -45,15 +45,10 @@ def checkpoint_tokenizer(checkpoint: str, tokenizer_dir: str | None = None) -> T
     WORKDIR/tokenizer (CKPT/../tokenizer, CKPT/../../tokenizer for checkpoints/<step>/)."""
     if tokenizer_dir:
         return load_tokenizer(os.path.expanduser(tokenizer_dir))
-    path = os.path.abspath(os.path.expanduser(checkpoint))
-    candidates = [path, os.path.join(path, "tokenizer"),
-                  os.path.join(os.path.dirname(path), "tokenizer"),
-                  os.path.join(os.path.dirname(os.path.dirname(path)), "tokenizer")]
-    for candidate in candidates:
-        if os.path.isfile(os.path.join(candidate, "tokenizer.json")):
-            return load_tokenizer(candidate)
-    raise FileNotFoundError(f"no tokenizer.json for checkpoint {checkpoint} in any of "
-                            f"{', '.join(candidates)}; pass --tokenizer DIR")
+    try:
+        return load_tokenizer(tokenizer_dir_beside(checkpoint))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; pass --tokenizer DIR") from None
 
 
 def load_model(checkpoint: str, *, mesh: jax.sharding.Mesh | None = None,

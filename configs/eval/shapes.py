@@ -1,7 +1,7 @@
 """tgg_shapes test split (the built-in synthetic data): per-task scores beside the constant
 baselines on the same records.
 
-    tgg-eval --config configs/eval/shapes.py --checkpoint runs/tiny/checkpoints/900 --workdir DIR
+    tgg-eval --config configs/eval/shapes.py --checkpoint runs/tiny/checkpoints/600 --workdir DIR
     tgg-eval --config configs/eval/shapes.py:small ...      # the tgg_shapes/small build
 
 Data: built by `tgg-train --config configs/tiny.py` or `tgg-data build tgg_shapes [--config small]`.

@@ -1,7 +1,9 @@
 """Eval-benchmark builders on tiny raw fixtures in each benchmark's released format.
 
-Expected prompts are written out by hand (LLaVA-1.5's formats, SPEC §2) and also checked against
-the evaluator's `prompt()`, so `prompt_from="record"` and `"evaluator"` ask the same thing.
+Expected prompts are written out by hand (SPEC §2's short-answer format, LLaVA-1.5's
+multiple-choice format). The builder's human turn and the evaluator's `prompt()` of the record's
+fields are each checked against that literal text, so `prompt_from="record"` and `"evaluator"`
+ask the same thing.
 """
 
 import base64
@@ -17,7 +19,9 @@ from tgg_jax import evals
 from tgg_jax.data import builders
 from tgg_jax.evals import runner
 
+# SPEC §2: "{question}\nAnswer the question using a single word or phrase." (LLaVA-1.5's).
 SHORT = "\nAnswer the question using a single word or phrase."
+# LLaVA-1.5's multiple-choice instruction (ScienceQA, MMBench).
 LETTER = "\nAnswer with the option's letter from the given choices directly."
 
 
@@ -52,12 +56,12 @@ def _turns(record):
     return [(t["from"], t["value"]) for t in builders.decode_record(record)["conversations"]]
 
 
-def _check_evaluator_prompt(benchmark, record):
-    """The record's human turn is the evaluator's prompt of the record's fields."""
+def _check_evaluator_prompt(benchmark, record, text, image=True):
+    """The evaluator's prompt of the record's fields is the hand-written `text` as one human
+    turn, led by the image placeholder when the record has an image (SPEC §2's template)."""
     example = runner.ground_truth(record, builders.decode_record(record)["conversations"])
-    (asked,) = evals.get_evaluator(benchmark).prompt(example)
-    human = _turns(record)[0]
-    assert human == ("human", asked["value"].removeprefix("<image>\n"))
+    value = f"<image>\n{text}" if image else text
+    assert evals.get_evaluator(benchmark).prompt(example) == [{"from": "human", "value": value}]
 
 
 # ---------------------------------------------------------------- vqav2
@@ -85,12 +89,13 @@ def test_vqav2(tmp_path):
     val = _read(builder, "val")
     assert list(val) == ["420"]
     record = val["420"]
-    assert _turns(record) == [("human", "How many dogs are there?" + SHORT), ("gpt", "2")]
+    asked = "How many dogs are there?\nAnswer the question using a single word or phrase."
+    assert _turns(record) == [("human", asked), ("gpt", "2")]
     assert [a.decode() for a in record["gt_answers"]] == answers
     assert record["answer_type"] == b"number" and record["image"] == val_image
     assert (record["width"], record["height"]) == (60, 40)
     assert dict(builder.skipped["val"]) == {"missing image": 1}
-    _check_evaluator_prompt("vqav2", record)
+    _check_evaluator_prompt("vqav2", record, asked)
     testdev = _read(builder, "testdev")["70"]
     assert _turns(testdev) == [("human", "Is it raining?" + SHORT)]
     assert len(testdev["gt_answers"]) == 0 and (testdev["width"], testdev["height"]) == (30, 50)
@@ -118,7 +123,8 @@ def test_gqa(tmp_path):
     assert _turns(records["202"]) == [("human", "What is on the table?" + SHORT), ("gpt", "cup")]
     assert records["201"]["label"] == b"yes" and records["201"]["question"] == b"Is the sky blue?"
     assert dict(builder.skipped["testdev_balanced"]) == {"missing image": 1}
-    _check_evaluator_prompt("gqa", records["201"])
+    assert _turns(records["201"]) == [("human", "Is the sky blue?" + SHORT), ("gpt", "yes")]
+    _check_evaluator_prompt("gqa", records["201"], "Is the sky blue?" + SHORT)
 
 
 # ---------------------------------------------------------------- scienceqa
@@ -148,13 +154,13 @@ def test_scienceqa_img_keeps_questions_with_images(tmp_path):
     records = _read(builder, "test")
     assert list(records) == ["1"]
     record = records["1"]
-    assert _turns(record) == [("human", "Context: Look at the animals.\nWhich is a mammal?\n"
-                                        "A. shark\nB. whale\nC. trout" + LETTER), ("gpt", "B")]
+    asked = "Context: Look at the animals.\nWhich is a mammal?\nA. shark\nB. whale\nC. trout" + LETTER
+    assert _turns(record) == [("human", asked), ("gpt", "B")]
     assert [c.decode() for c in record["choices"]] == ["shark", "whale", "trout"]
     assert (record["label"], bool(record["has_image"]), record["hint"]) == (
         1, True, b"Look at the animals.")
     assert dict(builder.skipped["test"]) == {"missing image": 1}
-    _check_evaluator_prompt("scienceqa", record)
+    _check_evaluator_prompt("scienceqa", record, asked)
 
 
 def test_scienceqa_all_keeps_text_only_questions(tmp_path):
@@ -163,12 +169,11 @@ def test_scienceqa_all_keeps_text_only_questions(tmp_path):
     records = _read(_build("scienceqa", tmp_path, raw, config="all"), "test")
     assert sorted(records) == ["1", "2"]
     text_only = records["2"]
-    assert _turns(text_only) == [("human", "Is ice a solid?\nA. yes\nB. no" + LETTER),
-                                 ("gpt", "A")]
+    asked = "Is ice a solid?\nA. yes\nB. no" + LETTER
+    assert _turns(text_only) == [("human", asked), ("gpt", "A")]
     assert not text_only["has_image"] and text_only["image"] == b"" and text_only["width"] == 0
     # A text-only record has no image for the evaluator to put in front either.
-    assert evals.get_evaluator("scienceqa").prompt(
-        runner.ground_truth(text_only, []))[0]["value"] == _turns(text_only)[0][1]
+    _check_evaluator_prompt("scienceqa", text_only, asked, image=False)
 
 
 # ---------------------------------------------------------------- mme
@@ -199,7 +204,7 @@ def test_mme_reads_both_layouts(tmp_path):
     monet = records["artwork/10002/1"]
     assert (monet["label"], monet["category"], monet["width"]) == (b"Yes", b"artwork", 30)
     assert dict(builder.skipped["test"]) == {"missing image": 1, "unreadable annotation": 1}
-    _check_evaluator_prompt("mme", cat)
+    _check_evaluator_prompt("mme", cat, "Is there a cat in this image? Please answer yes or no.")
     # The evaluator pairs an image's two questions by its bytes: one right, one wrong -> acc+ 0.
     preds = [{**runner.ground_truth(r, []), "answer": "Yes"}
              for r in (records["existence/000001/1"], cat)]
@@ -237,13 +242,13 @@ def test_mmbench(tmp_path):
     dev = _read(builder, "dev")
     assert sorted(dev) == ["1000005", "5"]
     record = dev["5"]
-    assert _turns(record) == [("human", "A photo.\nWhat is shown?\nA. cat\nB. dog\nC. cow"
-                                        + LETTER), ("gpt", "B")]
+    asked = "A photo.\nWhat is shown?\nA. cat\nB. dog\nC. cow" + LETTER
+    assert _turns(record) == [("human", asked), ("gpt", "B")]
     assert (record["index"], record["label"], record["D"], record["category"]) == (
         5, b"B", b"", b"object")
     assert (record["width"], record["height"]) == (24, 16)
     assert dict(builder.skipped["dev"]) == {"corrupt image": 1}
-    _check_evaluator_prompt("mmbench", record)
+    _check_evaluator_prompt("mmbench", record, asked)
     test = _read(builder, "test")["7"]
     assert _turns(test) == [("human", "Which?\nA. left\nB. right" + LETTER)]
     assert test["label"] == b""
@@ -273,7 +278,8 @@ def test_llava_bench(tmp_path):
     assert (records["1"]["question"], records["1"]["category"]) == (
         b"What is unusual here?", b"complex")
     assert dict(builder.skipped["test"]) == {"missing image": 1, "unreadable annotation": 1}
-    _check_evaluator_prompt("llava_bench", records["0"])
+    assert _turns(records["0"]) == [("human", "Describe this photo in detail.")]
+    _check_evaluator_prompt("llava_bench", records["0"], "Describe this photo in detail.")
 
 
 def test_eval_builders_are_registered_under_the_eval_configs_names():

@@ -60,21 +60,36 @@ def test_draw_batch_names_size_and_boxes_every_token():
     assert (crop_words[0, :, 2] == -1).all()
 
 
+def word_embedding(table, ids):
+    """numpy: a word's embedding is the mean of its tokens' rows (ids padded with -1)."""
+    rows = [table[i] for i in ids if i >= 0]
+    return np.mean(rows, axis=0) if rows else np.zeros(table.shape[1])
+
+
+def words_target(table, slots):
+    """numpy: [..., W, L] padded word ids -> [..., D], the W words' embeddings summed."""
+    slots = np.asarray(slots)
+    out = np.zeros(slots.shape[:-2] + (table.shape[1],))
+    for index in np.ndindex(*slots.shape[:-2]):
+        out[index] = sum(word_embedding(table, word) for word in slots[index])
+    return out
+
+
 def test_box_code_is_orthogonal_to_the_words_and_decodes_back():
     tokenizer = _FakeTokenizer()
     words = tower_align.word_ids(tokenizer)
     table = jax.random.normal(jax.random.key(1), (128, 32)) * 0.05
     code = tower_align.box_code_basis(table, words)
-    used = np.array([tower_align._word_embedding(table, jnp.array(v)) for w, v in words.items()
-                     if w != tower_align.NO_WORD])
+    np_table = np.asarray(table, np.float64)
+    used = np.array([word_embedding(np_table, v) for w, v in words.items() if w != tower_align.NO_WORD])
     np.testing.assert_allclose(used @ np.asarray(code), 0, atol=1e-6)
     gram = np.asarray(code.T @ code)
     np.testing.assert_allclose(gram, gram[0, 0] * np.eye(4), atol=1e-6)
     np.testing.assert_allclose(gram[0, 0], (used ** 2).sum(-1).mean(), rtol=1e-5)  # a word's size
-    box = jnp.array([[0.1, 0.25, 0.4, 0.9]])
-    token = tower_align._embed_words(table, jnp.array([[words["red"], words["circle"], words["small"]]]))
-    token = token + (2 * box - 1) @ code.T
-    np.testing.assert_allclose(tower_align.decode_boxes(token, code), box, atol=1e-5)
+    box = np.array([[0.1, 0.25, 0.4, 0.9]])
+    token = words_target(np_table, [[words["red"], words["circle"], words["small"]]])
+    token = token + (2 * box - 1) @ np.asarray(code, np.float64).T
+    np.testing.assert_allclose(tower_align.decode_boxes(jnp.asarray(token, jnp.float32), code), box, atol=1e-5)
 
 
 def test_box_weight_scales_only_the_error_along_the_box_code(data_dir, tmp_path):  # noqa: F811
@@ -91,19 +106,22 @@ def test_box_weight_scales_only_the_error_along_the_box_code(data_dir, tmp_path)
     code = tower_align.box_code_basis(table, words)
     loss1, pred = tower_align._loss(model, *batch, code, 1.0)
     loss3, _ = tower_align._loss(model, *batch, code, 3.0)
-    # By hand: the error split into its part along the code's (orthogonal) directions and the rest.
-    images, crops, image_words, crop_words, boxes = batch
-    target = jnp.concatenate([tower_align._embed_words(table, image_words) + (2 * boxes - 1) @ code.T,
-                              tower_align._embed_words(table, crop_words)], axis=1)
-    err = pred - target
-    along = ((err @ (code / jnp.linalg.norm(code, axis=0))) ** 2).sum()
-    norm = (target ** 2).sum(-1).mean() * err.shape[0] * err.shape[1]
+    # In numpy: each image token's target is its words' embeddings plus (2 box - 1) along the
+    # code, each crop token's its words'; the error splits into its part along the code's
+    # (orthogonal) directions and the rest, and is relative to the targets' squared norm.
+    images, crops, image_words, crop_words, boxes = (np.asarray(x) for x in batch)
+    np_table, np_code, np_pred = (np.asarray(x, np.float64) for x in (table, code, pred))
+    words_only = np.concatenate([words_target(np_table, image_words), words_target(np_table, crop_words)], axis=1)
+    box_part = np.zeros_like(words_only)
+    box_part[:, :image_words.shape[1]] = (2 * boxes - 1) @ np_code.T
+    target = words_only + box_part
+    err = np_pred - target
+    along = ((err @ (np_code / np.linalg.norm(np_code, axis=0))) ** 2).sum()
+    norm = (target ** 2).sum()
     np.testing.assert_allclose(loss1, (err ** 2).sum() / norm, rtol=1e-5)
     np.testing.assert_allclose(loss3, ((err ** 2).sum() + 2 * along) / norm, rtol=1e-5)
     # Without a code the box is not a target at all, whatever its weight.
-    words_target = jnp.concatenate([tower_align._embed_words(table, image_words),
-                                    tower_align._embed_words(table, crop_words)], axis=1)
-    expected = ((pred - words_target) ** 2).mean() / (words_target ** 2).mean()
+    expected = ((np_pred - words_only) ** 2).sum() / (words_only ** 2).sum()
     for weight in (1.0, 3.0):
         np.testing.assert_allclose(tower_align._loss(model, *batch, None, weight)[0], expected, rtol=1e-5)
 

@@ -1,6 +1,7 @@
 """`tgg-convert`: move weights between Hugging Face directories and tgg-jax checkpoints.
 
     tgg-convert import-hf --llm DIR --clip DIR --dinov2 DIR --out CKPT [--projector FILE]
+                          [--tokenizer DIR]     (kept as CKPT/tokenizer; default: the LLM's)
     tgg-convert export-hf --checkpoint CKPT --out DIR [--dtype bfloat16|float32] [--tokenizer DIR]
 """
 
@@ -20,8 +21,29 @@ def _import(args) -> None:
                                seed=args.seed, object_pool=args.object_pool,
                                image_token_id=args.image_token_id, object_token_id=args.object_token_id)
     save_params(args.out, params, config)
+    tokenizer = save_tokenizer(args.tokenizer or args.llm, args.out, config)
     print(f"wrote {args.out} (LLM {config.llm.num_layers} layers x {config.llm.hidden_size}, "
-          f"{'tied' if config.llm.tie_word_embeddings else 'untied'} head)")
+          f"{'tied' if config.llm.tie_word_embeddings else 'untied'} head"
+          + (f"; tokenizer from {tokenizer})" if tokenizer else "; no tokenizer.json found: "
+             "export-hf and tgg-predict will need --tokenizer)"))
+
+
+def save_tokenizer(source: str, checkpoint: str, config) -> str | None:
+    """The LLM's tokenizer (with <image>/<object> added) kept as CKPT/tokenizer, so training,
+    export and predict on the checkpoint find it; None when `source` has none."""
+    import os
+
+    from tgg_jax.data.tokenizer import TOKENIZER_FILE, load_tokenizer
+
+    if not os.path.isfile(os.path.join(source, TOKENIZER_FILE)):
+        return None
+    tokenizer = load_tokenizer(source)
+    if (tokenizer.image_id, tokenizer.object_id) != (config.image_token_id, config.object_token_id):
+        raise SystemExit(f"tgg-convert: the tokenizer in {source} places <image>/<object> at "
+                         f"{tokenizer.image_id}/{tokenizer.object_id}, the checkpoint's config at "
+                         f"{config.image_token_id}/{config.object_token_id} (--image_token_id)")
+    tokenizer.save(os.path.join(checkpoint, "tokenizer"))
+    return source
 
 
 def _export(args) -> None:
@@ -44,6 +66,8 @@ def main(argv=None) -> int:
     imp.add_argument("--seed", type=int, default=0, help="seed of a fresh projector")
     imp.add_argument("--image_token_id", type=int, default=151665, help="id of <image> (Qwen2.5: 151665)")
     imp.add_argument("--object_token_id", type=int, default=151666, help="id of <object> (Qwen2.5: 151666)")
+    imp.add_argument("--tokenizer", help="tokenizer directory to keep with the checkpoint "
+                                         "(default: the --llm directory's)")
     imp.add_argument("--out", required=True, help="output checkpoint directory")
     imp.set_defaults(fn=_import)
     exp = sub.add_parser("export-hf", help="tgg-jax checkpoint -> Hugging Face directories")

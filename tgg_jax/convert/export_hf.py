@@ -36,7 +36,7 @@ from tgg_jax.checkpoint import PARAMS_DIR, abstract_model, load_config
 from tgg_jax.convert import clip_map, dinov2_map, projector_map, qwen2_map
 from tgg_jax.convert.mapping import Hook, Rule, expand, tgg_name, tgg_path
 from tgg_jax.data import preprocess
-from tgg_jax.data.tokenizer import TggTokenizer
+from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer, tokenizer_dir_beside
 from tgg_jax.models.tgg import TGGConfig
 
 EXPORT_FORMAT = "tgg-hf-export"
@@ -259,14 +259,12 @@ def export_hf(checkpoint: str, out: str, dtype: str = "float32", tokenizer: str 
     """Write `out` (layout in the module docstring) from a parameter checkpoint: CKPT/params +
     tgg_config.json, or a trainer's checkpoints/<step>/. `tokenizer`: HF tokenizer directory;
     by default the one beside the checkpoint (CKPT, CKPT/tokenizer, the run's WORKDIR/tokenizer)."""
-    from tgg_jax.predict import checkpoint_tokenizer
-
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(EXPORT_DTYPES)}, got {dtype!r}")
     on_disk = EXPORT_DTYPES[dtype]
     read = CheckpointReader(checkpoint)
     config, shapes = read.config, read.shapes
-    tok = _checked_tokenizer(checkpoint_tokenizer(checkpoint, tokenizer), config,
+    tok = _checked_tokenizer(load_tokenizer(tokenizer or tokenizer_dir_beside(checkpoint)), config,
                              tokenizer or f"found beside {checkpoint}")
     llm_dir, clip_dir, dino_dir = (os.path.join(out, p) for p in ("llm", "clip", "dinov2"))
 

@@ -9,7 +9,6 @@ import never holds the checkpoint and the model at the same time.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
@@ -97,12 +96,3 @@ def load_into(module, tensors: Mapping[str, np.ndarray] | Iterator[tuple[str, np
     missing = sorted(set(flat) - seen)
     if strict and missing:
         raise KeyError(f"{len(missing)} parameters were not assigned, e.g. {missing[:5]}")
-
-
-_LAYER = re.compile(r"\.(\d+)\.")
-
-
-def layer_count(names, prefix: str) -> int:
-    """Number of `{prefix}{i}.` layers among tensor names (to cross-check config.json)."""
-    idx = {int(m.group(1)) for n in names if n.startswith(prefix) and (m := _LAYER.search(n[len(prefix) - 1:]))}
-    return max(idx) + 1 if idx else 0

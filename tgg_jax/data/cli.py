@@ -1,8 +1,8 @@
 """tgg-data: list and build the TFDS datasets of tgg-jax.
 
     tgg-data list
-    tgg-data build NAME --data_dir DIR [--raw_dir DIR] [--config CFG] [--set FIELD=VALUE ...]
-                        [--overwrite]
+    tgg-data build NAME --data_dir DIR [--raw_dir DIR] [--config CFG] [--image_root DIR]
+                        [--set FIELD=VALUE ...] [--overwrite]
 
 `build` shows a progress bar per split, then prints per split the records written and the raw
 entries skipped, by reason (the log has one line per skipped entry with its file and id).
@@ -80,7 +80,8 @@ def build(args: argparse.Namespace) -> int:
     try:
         builder = builders.make_builder(
             args.name, data_dir=args.data_dir, raw_dir=args.raw_dir, config=args.config,
-            overrides=_parse_overrides(args.set, config_cls), show_progress=True)
+            overrides=_parse_overrides(args.set, config_cls), show_progress=True,
+            image_root=args.image_root)
     except (KeyError, ValueError) as e:
         print(f"tgg-data: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
@@ -112,6 +113,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--data_dir", required=True, help="TFDS data directory to write")
     b.add_argument("--raw_dir", help="directory with the raw files")
     b.add_argument("--config", help="builder config (default: the first)")
+    b.add_argument("--image_root", help="folder of the images when they are not under raw_dir "
+                                        "(llava_conversations); the dataset keeps its name")
     b.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="replace a config field; repeatable")
     b.add_argument("--overwrite", action="store_true", help="rebuild even if already built")

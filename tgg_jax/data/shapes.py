@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -379,12 +378,6 @@ def make_record(seed: int, split: str, index: int, multi_turn: float = 0.0,
         "gt_box": np.asarray(gt, np.float32),
         "answer": turns[-1].answer,
     }
-
-
-def generate(seed: int, split: str, count: int, multi_turn: float = 0.0) -> Iterator[dict]:
-    """Records 0 .. count - 1 of a split."""
-    for index in range(count):
-        yield make_record(seed, split, index, multi_turn)
 
 
 def vocabulary_phrases() -> list[str]:

@@ -23,7 +23,6 @@ ENDOFTEXT = "<|endoftext|>"
 
 # Qwen2.5 has 151665 entries (151643 BPE tokens + 22 added); the placeholders take the next two
 # ids, which are unused rows of its 151936-row embedding table, so the table is not resized.
-QWEN25_VOCAB_SIZE = 151665
 QWEN25_IMAGE_ID = 151665
 QWEN25_OBJECT_ID = 151666
 _QWEN25_LAST_ADDED = ("<|file_sep|>", 151664)
@@ -127,6 +126,21 @@ def _check_qwen25_ids(backend: tokenizers.Tokenizer, source: str) -> None:
             f"{source}: Qwen2.5 vocabulary must put {IMAGE_TOKEN} and {OBJECT_TOKEN} at ids "
             f"{QWEN25_IMAGE_ID} and {QWEN25_OBJECT_ID} (unused embedding rows), got {got}; "
             f"the tokenizer has {backend.get_vocab_size(with_added_tokens=True)} entries")
+
+
+def tokenizer_dir_beside(checkpoint: str) -> str:
+    """The tokenizer a checkpoint goes with: the first directory holding tokenizer.json among
+    CKPT, CKPT/tokenizer (tgg-convert import-hf) and the trainer's WORKDIR/tokenizer
+    (CKPT/../tokenizer, CKPT/../../tokenizer for checkpoints/<step>/)."""
+    path = os.path.abspath(os.path.expanduser(checkpoint))
+    candidates = [path, os.path.join(path, "tokenizer"),
+                  os.path.join(os.path.dirname(path), "tokenizer"),
+                  os.path.join(os.path.dirname(os.path.dirname(path)), "tokenizer")]
+    for candidate in candidates:
+        if os.path.isfile(os.path.join(candidate, TOKENIZER_FILE)):
+            return candidate
+    raise FileNotFoundError(f"no {TOKENIZER_FILE} for checkpoint {checkpoint} in any of "
+                            f"{', '.join(candidates)}")
 
 
 def load_tokenizer(path: str) -> TggTokenizer:

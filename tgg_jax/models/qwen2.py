@@ -308,7 +308,7 @@ def mimetic_init(llm: Qwen2, gain: float) -> None:
     W_q W_k^T is positive semi-definite and, before any training, a token attends most to the
     tokens most like itself: Trockman & Kolter's mimetic initialisation (2023) in its simplest
     form. A from-scratch model then finds "the earlier token that matches this one" at step 0
-    instead of having to grow that attention out of uniform (see README: the tiny default)."""
+    instead of having to grow that attention out of uniform (docs/tiny_model.md)."""
     for layer in llm.layers:
         attn = layer.self_attn
         hidden = attn.k_proj.kernel.shape[0]

@@ -15,6 +15,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tgg_jax.errors import UserError
+
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, eval output.")
@@ -30,6 +32,8 @@ _TARGET_CONFIG = flags.DEFINE_string("target_config", "",
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_PREFLIGHT = flags.DEFINE_bool("preflight", False, "Check the config, data, tokenizer, init_from, "
+                                "mesh and workdir, print the run's summary, and stop.")
 _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Run the CPU as this many devices (overrides "
                                     "config.cpu_devices; tests simulate hosts with it).")
 
@@ -52,8 +56,15 @@ def main(argv) -> None:
         print(json.dumps(report, indent=1))
         return
     if not _WORKDIR.value:
-        raise app.UsageError("--workdir is required")
-    from tgg_jax.train import trainer
+        raise UserError("--workdir is required")
+    import jax
+
+    from tgg_jax.train import preflight, trainer
+    summary = preflight.run_preflight(config, _WORKDIR.value)
+    if jax.process_index() == 0:
+        print(preflight.render(summary), flush=True)
+    if _PREFLIGHT.value:
+        return
     run = trainer.setup(config, _WORKDIR.value)
     last = trainer.train(run)
     if config.final_eval.enabled and int(run.state.step) >= run.total_steps:
@@ -82,11 +93,45 @@ def quiet_libraries() -> None:
         lambda record: record.levelno >= pylogging.WARNING or not any(n in record.pathname for n in noisy))
 
 
+def _user_error(message: str) -> None:
+    print(f"tgg-train: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> None:
+    """Parse the flags (and load the config file) up front, so that a mistyped config key or a
+    bad config argument is one line (ml_collections' "did you mean" kept), not a traceback."""
+    try:
+        flags.FLAGS(argv)
+    except flags.Error as e:
+        # A config file that raised: its exception's own line, not the traceback around it.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        _user_error(f"{lines[0].split(':')[0]}: {lines[-1]}" if len(lines) > 1 else lines[0])
+    except (AttributeError, KeyError, ValueError) as e:
+        _user_error(unknown_key_message(e, argv))
+
+
+def unknown_key_message(error: Exception, argv: list[str]) -> str:
+    """ml_collections' error for an unknown --config.KEY as one line, its "did you mean" kept."""
+    while error.args and isinstance(error.args[0], Exception):
+        error = error.args[0]  # AttributeError(KeyError("'key'\nDid you mean ...?"))
+    text = str(error.args[0]) if error.args else str(error)
+    key, _, hint = text.partition("\n")
+    key = key.strip("'\"")
+    overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    culprit = next((o for o in overrides if o.endswith("." + key)), "--config")
+    return f"{culprit}: no config key {key!r}" + (f" ({hint.strip()})" if hint.strip() else "")
+
+
 def run() -> None:
     logging.set_verbosity(logging.INFO)
     quiet_libraries()
     config_import_path(sys.argv)
-    app.run(main, argv=sys.argv)
+    parse_flags(sys.argv)
+    try:
+        app.run(main, argv=sys.argv)
+    except UserError as e:
+        _user_error(str(e))
 
 
 if __name__ == "__main__":

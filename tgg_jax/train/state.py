@@ -11,6 +11,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tgg_jax import checkpoint
+from tgg_jax.errors import UserError
 from tgg_jax.models import clip, dinov2, qwen2
 from tgg_jax.models.tgg import PRESETS, TGGConfig, TinyGroundingGPT, with_dtype
 from tgg_jax.sharding import state_shardings
@@ -20,13 +21,32 @@ from tgg_jax.train.step import TrainState
 from tgg_jax.convert.mapping import tgg_name
 
 
-def model_config(config, tokenizer) -> TGGConfig:
-    """The TGGConfig a run trains, from config.model and the tokenizer's placeholder ids."""
+# Fields that say how a model computes, not what it is: a run may choose them for itself.
+RUN_OPTIONS = ("dtype", "param_dtype", "remat_policy", "initializer_range")
+
+
+def architecture_diff(a: TGGConfig, b: TGGConfig) -> list[str]:
+    """'field: a vs b' for every architecture field where two model configs differ."""
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            elif k not in RUN_OPTIONS:
+                yield f"{prefix}{k}", v
+
+    left, right = dict(flat(a.to_dict())), dict(flat(b.to_dict()))
+    return [f"{k}: {left.get(k)!r} vs {right.get(k)!r}" for k in sorted(set(left) | set(right))
+            if left.get(k) != right.get(k)]
+
+
+def preset_config(config, tokenizer) -> TGGConfig:
+    """The TGGConfig of config.model.preset: a real size, or the tiny model from config.model."""
     m = config.model
     if m.preset == "tiny":
         # Vocabulary rounded up to a multiple of 64 rows, as Qwen2.5 pads its own table.
         vocab = -(-tokenizer.vocab_size // 64) * 64
-        cfg = TGGConfig(
+        return TGGConfig(
             llm=qwen2.Qwen2Config(vocab_size=vocab, hidden_size=m.hidden_size,
                                   intermediate_size=m.intermediate_size, num_layers=m.num_layers,
                                   num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
@@ -38,15 +58,37 @@ def model_config(config, tokenizer) -> TGGConfig:
             dinov2=dinov2.Dinov2Config(hidden_size=m.vision_width, mlp_ratio=2, num_layers=m.vision_layers,
                                        num_heads=m.vision_heads, patch_size=m.patch_size,
                                        image_size=m.image_size),
-            object_pool=m.object_pool, image_pool=m.image_pool, freeze_towers=m.freeze_towers, image_token_id=tokenizer.image_id,
-            object_token_id=tokenizer.object_id)
-    elif m.preset in PRESETS:
-        cfg = PRESETS[m.preset]().replace(object_pool=m.object_pool)
-        if (tokenizer.image_id, tokenizer.object_id) != (cfg.image_token_id, cfg.object_token_id):
-            raise ValueError(f"tokenizer places <image>/<object> at {tokenizer.image_id}/{tokenizer.object_id}, "
-                             f"the model expects {cfg.image_token_id}/{cfg.object_token_id}")
+            object_pool=m.object_pool, image_pool=m.image_pool, freeze_towers=m.freeze_towers,
+            image_token_id=tokenizer.image_id, object_token_id=tokenizer.object_id)
+    if m.preset in PRESETS:
+        return PRESETS[m.preset]().replace(object_pool=m.object_pool)
+    raise ValueError(f"config.model.preset must be 'tiny', one of {sorted(PRESETS)}, or '' with "
+                     f"config.init_from set (the architecture of that checkpoint); got {m.preset!r}")
+
+
+def model_config(config, tokenizer) -> TGGConfig:
+    """The TGGConfig a run trains: that of config.init_from's checkpoint when it is set (a
+    preset, if also given, must agree), else the preset's. Run options (dtype, remat) and
+    object_pool come from the config; the placeholder ids must be the tokenizer's."""
+    m = config.model
+    if config.init_from:
+        path = checkpoint.resolve_checkpoint(config.init_from)
+        cfg = checkpoint.load_config(path).replace(object_pool=m.object_pool)
+        if m.preset:
+            diff = architecture_diff(preset_config(config, tokenizer), cfg)
+            if diff:
+                raise UserError(f"config.model.preset={m.preset!r} disagrees with init_from {path} "
+                                f"({'; '.join(diff[:3])}); set --config.model.preset='' to train "
+                                "the checkpoint's architecture")
+    elif m.preset:
+        cfg = preset_config(config, tokenizer)
     else:
-        raise ValueError(f"config.model.preset must be 'tiny' or one of {sorted(PRESETS)}, got {m.preset!r}")
+        raise UserError("config.model.preset is '' but config.init_from is not set: name a preset "
+                        f"({', '.join(sorted(PRESETS))}, tiny) or a checkpoint to start from")
+    if (tokenizer.image_id, tokenizer.object_id) != (cfg.image_token_id, cfg.object_token_id):
+        raise UserError(f"tokenizer places <image>/<object> at {tokenizer.image_id}/"
+                        f"{tokenizer.object_id}, the model expects {cfg.image_token_id}/"
+                        f"{cfg.object_token_id}")
     cfg = with_dtype(cfg, m.dtype)
     return cfg.replace(llm=dataclasses.replace(cfg.llm, remat_policy=m.remat_policy))
 
@@ -95,10 +137,9 @@ def state_sharding(abstract: TrainState, optimizer: optax.GradientTransformation
 
 def load_init_from(state: TrainState, path: str, shardings: TrainState, model_cfg: TGGConfig) -> TrainState:
     """Replace the parameters (not the optimiser state) with those of a previous stage's checkpoint."""
-    saved_cfg = checkpoint.load_config(path)
-    if saved_cfg.llm.hidden_size != model_cfg.llm.hidden_size or saved_cfg.llm.num_layers != model_cfg.llm.num_layers:
-        raise ValueError(f"init_from {path}: its model ({saved_cfg.llm.num_layers} layers x "
-                         f"{saved_cfg.llm.hidden_size}) is not this run's")
+    diff = architecture_diff(checkpoint.load_config(path), model_cfg)
+    if diff:
+        raise UserError(f"init_from {path}: its model is not this run's ({'; '.join(diff[:3])})")
     all_shardings = nnx.merge_state(shardings.trainable, shardings.frozen).to_pure_dict()
     params, _ = checkpoint.load_params(path, shardings=all_shardings)
     trainable, frozen = split_like(params, state.trainable, state.frozen)

@@ -15,9 +15,6 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
-BATCH_KEYS = ("input_ids", "positions", "segment_ids", "targets", "target_mask", "images", "objects")
-
-
 @struct.dataclass
 class TrainState:
     step: jax.Array

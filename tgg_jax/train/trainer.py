@@ -18,8 +18,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from tgg_jax import sharding
+from tgg_jax import checkpoint, sharding
 from tgg_jax.data import pipeline
+from tgg_jax.errors import UserError
 from tgg_jax.models.tgg import TGGConfig, count_params
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
@@ -96,12 +97,18 @@ class Run:
 
 
 def load_run_tokenizer(config, workdir: str):
-    """The run's tokenizer, saved in the workdir so eval and predict use the same one."""
-    from tgg_jax.data.tokenizer import load_tokenizer
+    """The run's tokenizer, saved in the workdir so eval and predict use the same one:
+    config.data.tokenizer, or ('') the one that came with config.init_from."""
+    from tgg_jax.data.tokenizer import load_tokenizer, tokenizer_dir_beside
     saved = os.path.join(workdir, "tokenizer")
     if os.path.isfile(os.path.join(saved, "tokenizer.json")):
         return load_tokenizer(saved)
-    if config.data.tokenizer == "tiny":
+    if not config.data.tokenizer:
+        if not config.init_from:
+            raise UserError("config.data.tokenizer is '' and there is no config.init_from to take "
+                            "it from: set --config.data.tokenizer=DIR")
+        tok = load_tokenizer(tokenizer_dir_beside(checkpoint.resolve_checkpoint(config.init_from)))
+    elif config.data.tokenizer == "tiny":
         from tgg_jax.data.builders.tgg_shapes import tokenizer_corpus
         from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
         tok = train_tiny_tokenizer(tokenizer_corpus(), vocab_size=512)
@@ -161,23 +168,12 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
         state, _ = checkpointer.restore(state, data_iter)
         logging.info("resumed from step %d", int(state.step))
     elif config.init_from or config.tower_align.steps > 0:
-        path = (resolve_checkpoint(config.init_from) if config.init_from
+        path = (checkpoint.resolve_checkpoint(config.init_from) if config.init_from
                 else tower_align.ensure_aligned(config, workdir, tokenizer, model_cfg))
         state = state_lib.load_init_from(state, path, shardings, model_cfg)
         logging.info("initialised parameters from %s", path)
     return Run(config, workdir, tokenizer, model_cfg, mesh, graphdef, state, shardings, optimizer,
                schedule, checkpointer, data_iter, steps, spec)
-
-
-def resolve_checkpoint(path: str) -> str:
-    """A parameter checkpoint dir, or a run's checkpoints/ dir (-> its latest step)."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(os.path.join(path, "params")):
-        return path
-    steps = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
-    if not steps:
-        raise FileNotFoundError(f"{path}: neither a parameter checkpoint nor a checkpoints/ directory")
-    return os.path.join(path, str(steps[-1]))
 
 
 def ensure_builtin_data(config, data_dir: str) -> None:

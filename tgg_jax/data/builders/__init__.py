@@ -36,12 +36,14 @@ BUILDERS: dict[str, type[RawDataBuilder]] = {
 
 def make_builder(name: str, *, data_dir: epath.PathLike, raw_dir: epath.PathLike | None = None,
                  config: str | None = None, overrides: dict[str, Any] | None = None,
-                 show_progress: bool = False) -> RawDataBuilder:
+                 show_progress: bool = False,
+                 image_root: epath.PathLike | None = None) -> RawDataBuilder:
     """The builder `name` with config `config` (default: its first preset).
 
     `overrides` replaces fields of that preset, e.g. {"name": "my_set", "json_file": "x.json"};
     it must include a new "name", because TFDS stores every config under its name and a preset's
-    name stays bound to the preset's content.
+    name stays bound to the preset's content. `image_root` (builders that take one) is where the
+    images live when not under raw_dir: an input path, so the name stays.
     """
     if name not in BUILDERS:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(BUILDERS)}")
@@ -57,7 +59,10 @@ def make_builder(name: str, *, data_dir: epath.PathLike, raw_dir: epath.PathLike
                              "config name (overrides['name'], or `--set name=NEW` on the CLI); "
                              f"preset names are taken: {', '.join(presets)}")
         chosen = dataclasses.replace(base, **overrides)
-    return cls(config=chosen, data_dir=data_dir, raw_dir=raw_dir, show_progress=show_progress)
+    if image_root and not cls.TAKES_IMAGE_ROOT:
+        raise ValueError(f"{name} takes no image_root: its images are found under raw_dir")
+    return cls(config=chosen, data_dir=data_dir, raw_dir=raw_dir, show_progress=show_progress,
+               image_root=image_root)
 
 __all__ = ["BUILDERS", "RawDataBuilder", "Skip", "decode_record", "make_builder",
            "record_features", *(cls.__name__ for cls in BUILDERS.values())]

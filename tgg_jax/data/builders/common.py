@@ -317,12 +317,19 @@ class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     NEEDS_RAW: ClassVar[bool] = True
     HOMEPAGE: ClassVar[str] = ""
 
+    # Whether the images live in one folder that `image_root` may name instead (an input path:
+    # the dataset keeps its name, SPEC §2 "Raw layouts").
+    TAKES_IMAGE_ROOT: ClassVar[bool] = True
+
     def __init__(self, *, raw_dir: epath.PathLike | None = None, show_progress: bool = False,
-                 file_format: str = "array_record", **kwargs: Any):
+                 image_root: epath.PathLike | None = None, file_format: str = "array_record",
+                 **kwargs: Any):
         super().__init__(file_format=file_format, **kwargs)
         # TFDS re-creates builders from _original_state when pickling them.
-        self._original_state.update(raw_dir=raw_dir, show_progress=show_progress)
+        self._original_state.update(raw_dir=raw_dir, show_progress=show_progress,
+                                    image_root=image_root)
         self.raw_dir = epath.Path(raw_dir) if raw_dir else None
+        self.image_root = epath.Path(image_root) if image_root else None
         self.show_progress = show_progress
         self.skipped: dict[str, collections.Counter[str]] = {}
         self.images = ImageReader()
@@ -341,6 +348,14 @@ class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             features=record_features(**self._extra_features()),
             homepage=self.HOMEPAGE or None,
         )
+
+    def image_folder(self, raw_dir: epath.Path, *relative: str) -> epath.Path:
+        """The images' folder: `image_root` if given, else the first of raw_dir/relative that
+        exists (release layouts differ), else raw_dir/relative[0] (missing images are skips)."""
+        if self.image_root is not None:
+            return self.image_root
+        candidates = [raw_dir / r for r in relative]
+        return next((c for c in candidates if c.is_dir()), candidates[0])
 
     def _extra_features(self) -> dict[str, tfds.features.FeatureConnector]:
         """Builder-specific features added to the shared record."""

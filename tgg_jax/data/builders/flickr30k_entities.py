@@ -69,7 +69,7 @@ class Flickr30kEntities(common.RawDataBuilder):
             captions = epath.Path(entry.source).read_text(encoding="utf-8").splitlines()
         except (FileNotFoundError, UnicodeDecodeError) as e:
             raise common.Skip("unreadable annotation", image_id, entry.source, repr(e)) from None
-        image_path = self._raw_dir / config.image_dir / f"{image_id}.jpg"
+        image_path = self.image_folder(self._raw_dir, config.image_dir) / f"{image_id}.jpg"
         image, width, height = self.images.read(image_path, image_id)
         boxes = _entity_boxes(xml_path, image_id, width, height)
         for k, caption in enumerate(line for line in captions if line.strip()):

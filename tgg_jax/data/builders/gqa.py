@@ -36,7 +36,7 @@ class Gqa(common.RawDataBuilder):
 
     def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
         config = self.builder_config
-        self._image_dir = raw_dir / config.image_dir
+        self._image_dir = self.image_folder(raw_dir, config.image_dir)
         path = raw_dir / config.questions_file
         questions = common.read_json(path, dict)
         return {config.split: [common.Entry(str(qid), str(path), q)

@@ -36,7 +36,7 @@ class LlavaBench(common.RawDataBuilder):
 
     def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
         config = self.builder_config
-        self._image_dir = raw_dir / config.image_dir
+        self._image_dir = self.image_folder(raw_dir, config.image_dir)
         return {"test": common.jsonl_entries(raw_dir / config.questions_file)}
 
     def _entry_records(self, split: str, entry: common.Entry):

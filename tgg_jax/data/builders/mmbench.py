@@ -50,6 +50,8 @@ def read_sheet(path: epath.Path) -> list[dict[str, str]]:
 class Mmbench(common.RawDataBuilder):
     """MMBench multiple-choice questions (dev with answers, test without)."""
 
+    TAKES_IMAGE_ROOT = False  # images are inside the sheets
+
     name = "mmbench"
     HOMEPAGE = "https://github.com/open-compass/MMBench"
     BUILDER_CONFIGS = [MmbenchConfig(name="en", description="MMBench English, 20230712 sheets")]

@@ -30,6 +30,8 @@ class MmeConfig(tfds.core.BuilderConfig):
 class Mme(common.RawDataBuilder):
     """MME perception and cognition yes/no questions (14 subtasks)."""
 
+    TAKES_IMAGE_ROOT = False  # images sit beside their questions
+
     name = "mme"
     HOMEPAGE = "https://github.com/BradyFU/Awesome-Multimodal-Large-Language-Models"
     BUILDER_CONFIGS = [MmeConfig(name="default", description="MME release version")]

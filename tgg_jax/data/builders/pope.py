@@ -1,6 +1,7 @@
 """pope: POPE object-hallucination questions -> yes/no records for evaluation (SPEC §4).
 
-Raw layout under raw_dir: the POPE question files `{prefix}_pope_{category}.json` for category in
+Raw layout under raw_dir: the POPE question files `{prefix}_pope_{category}.json` (or
+`{prefix}/{prefix}_pope_{category}.json`, as POPE's output/ and LLaVA's eval/pope/ hold them) for category in
 random / popular / adversarial (JSON lines `{"question_id", "image", "text", "label"}`, label
 "yes"/"no") and the images they name under `image_dir` (COCO val2014 for the coco files).
 One split per category file present; each record asks
@@ -42,10 +43,13 @@ class Pope(common.RawDataBuilder):
 
     def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
         config = self.builder_config
-        self._image_dir = raw_dir / config.image_dir
+        self._image_dir = self.image_folder(raw_dir, config.image_dir)
         splits = {}
         for category in CATEGORIES:
-            path = raw_dir / f"{config.prefix}_pope_{category}.json"
+            # POPE's output/coco/ and LLaVA's eval/pope/coco/ hold them one folder down.
+            name = f"{config.prefix}_pope_{category}.json"
+            path = next((p for p in (raw_dir / name, raw_dir / config.prefix / name)
+                         if p.exists()), raw_dir / name)
             if path.exists():
                 splits[category] = common.jsonl_entries(path, tag=category)
         return splits

@@ -4,7 +4,8 @@ Raw layout under raw_dir (that of the `refer` toolkit's data folder):
 `{dataset}/refs({split_by}).p` (a Python 2 pickle: a list of refs
 `{ref_id, ann_id, image_id, split, sentences: [{sent_id, sent, raw, ...}], ...}`, read with
 tgg_jax.data.safe_pickle), `{dataset}/instances.json` (COCO format: images with file_name, and
-annotations with bbox [x, y, w, h]), and COCO train2014 images under `image_dir`.
+annotations with bbox [x, y, w, h]), and COCO train2014 images under `image_dir`
+(`images/mscoco/images/train2014`, or `train2014/`; elsewhere: --image_root).
 
 Records: one per (ref, sentence). Every split gets REC — "Output the coordinate of {sent}." ->
 the box on the padded square — with `gt_box` in original pixels and the `expression` for the
@@ -32,7 +33,7 @@ class RefCocoConfig(tfds.core.BuilderConfig):
     dataset: str = "refcoco"
     split_by: str = "unc"
     eval_splits: tuple[str, ...] = ("val", "testA", "testB")
-    image_dir: str = "train2014"
+    image_dir: str = "images/mscoco/images/train2014"  # the refer toolkit's; or train2014/
 
 
 class RefCoco(common.RawDataBuilder):
@@ -66,7 +67,7 @@ class RefCoco(common.RawDataBuilder):
             self._boxes = {ann["id"]: ann["bbox"] for ann in instances["annotations"]}
         except (KeyError, TypeError) as e:
             raise ValueError(f"{instances_path}: not a COCO instances file: {e!r}") from e
-        self._image_dir = raw_dir / config.image_dir
+        self._image_dir = self.image_folder(raw_dir, config.image_dir, "train2014")
         self._refs_source = str(refs_path)
         wanted = ("train", *config.eval_splits)
         splits = collections.defaultdict(list)

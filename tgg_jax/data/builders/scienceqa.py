@@ -46,7 +46,7 @@ class Scienceqa(common.RawDataBuilder):
                 "has_image": tfds.features.Scalar(dtype=np.bool_)}
 
     def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
-        self._image_dir = raw_dir / "images"
+        self._image_dir = self.image_folder(raw_dir, "images")
         problems_path = raw_dir / "problems.json"
         problems = common.read_json(problems_path, dict)
         pid_splits = common.read_json(raw_dir / "pid_splits.json", dict)

@@ -21,7 +21,7 @@ from tgg_jax.data.builders import common
 # Object questions (a zoomed crop) are the fastest way for a model trained from scratch to tie
 # visual features to colour and kind words, and yes/no needs those words found in the image.
 WEIGHTED_TRAIN_TASKS = ("object", "yesno", "rec", "object", "caption", "yesno", "object", "describe")
-# Yes/no needs more questions than the weighted mixture gives in a CPU-sized run (README).
+# Half of the train records yes/no: more yes/no questions than the weighted cycle's 2 of 8.
 YESNO_HALF_TRAIN_TASKS = ("yesno", "object", "yesno", "rec", "yesno", "caption", "yesno", "describe",
                           "yesno", "object")
 # REC is the slowest task to learn from scratch: 3 of 8 records, each asking up to 4 shapes.
@@ -49,6 +49,8 @@ class TggShapesConfig(tfds.core.BuilderConfig):
 class TggShapes(common.RawDataBuilder):
     """Procedural shapes scenes for grounding: REC, region captions, <object> questions, yes/no."""
 
+    TAKES_IMAGE_ROOT = False  # generated
+
     name = "tgg_shapes"
     NEEDS_RAW = False
     VERSION = tfds.core.Version("1.1.0")
@@ -64,7 +66,7 @@ class TggShapes(common.RawDataBuilder):
                                     "<object> and yes/no questions (the tiny default's mixture)"),
         TggShapesConfig(name="yesno_half", train_tasks=YESNO_HALF_TRAIN_TASKS,
                         description="default's held-out splits; half of the train records yes/no "
-                                    "(README: how many yes/no questions learning needs)"),
+                                    "(docs/tiny_model.md: how many yes/no questions learning needs)"),
         TggShapesConfig(name="yesno_multi", train_tasks=WEIGHTED_TRAIN_TASKS, yesno_turns=4,
                         description="weighted, but each train yes/no record asks up to 4 questions "
                                     "about its image (answers independent)"),

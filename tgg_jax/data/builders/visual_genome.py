@@ -47,7 +47,7 @@ class VisualGenome(common.RawDataBuilder):
         config = self.builder_config
         regions_path, images_path = raw_dir / config.regions_file, raw_dir / config.images_file
         images, regions = common.read_json(images_path, list), common.read_json(regions_path, list)
-        self._image_root = raw_dir / config.image_root
+        self._image_root = self.image_folder(raw_dir, config.image_root)
         self._paths = {}
         for info in images:
             if isinstance(info, dict) and isinstance(info.get("url"), str):

@@ -34,6 +34,8 @@ class Vqav2Config(tfds.core.BuilderConfig):
 class Vqav2(common.RawDataBuilder):
     """VQAv2 open-ended questions (val with labels; test-dev / test without)."""
 
+    TAKES_IMAGE_ROOT = False  # val2014/ and test2015/ under raw_dir
+
     name = "vqav2"
     HOMEPAGE = "https://visualqa.org"
     BUILDER_CONFIGS = [Vqav2Config(name="default", description="VQAv2 on COCO")]

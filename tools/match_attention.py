@@ -13,7 +13,7 @@ checkpoint or trainer step directory), per decoder layer, on tgg_shapes test yes
   the projector) and the question's colour word embedding (and colour + kind words), turned
   into yes/no by a threshold fitted on the first half of the questions and scored on the second.
 
-    python benchmarks/match_attention.py --tokenizer runs/tiny/tokenizer runs/tiny/checkpoints/600
+    python tools/match_attention.py --tokenizer runs/tiny/tokenizer runs/tiny/checkpoints/600
 
 Cells are the pooled image tokens; a shape owns a cell as in `tgg_jax/train/tower_align.py`.
 """

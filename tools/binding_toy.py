@@ -35,7 +35,7 @@ Prints held-out yes/no accuracy (512 image questions; in the text stage, 512 ove
 words) every 100 steps, and with --probe TASK the held-out accuracy on 512 questions of that task
 (answer-token accuracy for where / attribute / copy / list).
 
-    python benchmarks/binding_toy.py --grid 8 --alpha 1 --steps 600
+    python tools/binding_toy.py --grid 8 --alpha 1 --steps 600
 """
 
 from __future__ import annotations

@@ -1,0 +1,201 @@
+"""Preflight: everything a run needs, checked before a device holds anything or a step compiles.
+
+Each failed check is a `UserError` whose one line names the fix (the CLI prints it and exits 2);
+a passing preflight returns the one-screen summary that `tgg-train` prints first (and
+`tgg-train --preflight` prints alone): datasets with sizes and weights, steps and epochs, tokens
+per step, trainable and frozen parameter counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+
+import tensorflow_datasets as tfds
+from flax import nnx
+
+from tgg_jax import checkpoint
+from tgg_jax.convert.mapping import tgg_name
+from tgg_jax.data import builders
+from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer, tokenizer_dir_beside
+from tgg_jax.errors import UserError
+from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+from tgg_jax.train import state as state_lib
+from tgg_jax.train import trainer
+from tgg_jax.train.optimizer import trainable_filter
+
+
+@dataclasses.dataclass
+class Dataset:
+    name: str
+    split: str
+    weight: float
+    examples: int | None      # None: built on demand (tgg_shapes)
+
+
+@dataclasses.dataclass
+class Summary:
+    datasets: list[Dataset]
+    steps: int
+    epochs: float
+    batch_size: int
+    tokens_per_step: int      # batch x longest bucket: the most a step can hold
+    trainable: int
+    frozen: int
+    model: TGGConfig
+    init_from: str
+
+    def render(self) -> str:
+        total = sum(d.weight for d in self.datasets)
+        rows = [f"  {d.name:<46} {d.split:<10} {d.weight / total:6.1%}  "
+                + (f"{d.examples:>11,}" if d.examples is not None else "   built on first use")
+                for d in self.datasets]
+        llm = self.model.llm
+        return "\n".join([
+            "preflight: ok",
+            f"model      LLM {llm.num_layers} layers x {llm.hidden_size} (vocab {llm.vocab_size}), "
+            f"CLIP {self.model.clip.num_layers} x {self.model.clip.hidden_size}, DINOv2 "
+            f"{self.model.dinov2.num_layers} x {self.model.dinov2.hidden_size}"
+            + (f"; from {self.init_from}" if self.init_from else "; fresh"),
+            f"parameters {self.trainable:,} trainable, {self.frozen:,} frozen",
+            f"schedule   {self.steps:,} steps of {self.batch_size} sequences ({self.epochs:g} "
+            f"epochs), at most {self.tokens_per_step:,} tokens a step",
+            "datasets   name                                           split       weight     examples",
+            *rows,
+        ])
+
+
+def _check_workdir(workdir: str) -> None:
+    path = os.path.abspath(os.path.expanduser(workdir))
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UserError(f"workdir {path} is not writable ({e.strerror}): choose another "
+                        "--workdir") from None
+
+
+def _init_from(config) -> str:
+    if not config.init_from:
+        return ""
+    try:
+        path = checkpoint.resolve_checkpoint(config.init_from)
+        checkpoint.load_config(path)
+    except FileNotFoundError as e:
+        raise UserError(f"config.init_from: {e} (a `tgg-convert import-hf --out` directory or a "
+                        "previous stage's WORKDIR/checkpoints)") from None
+    return path
+
+
+def _tokenizer(config, workdir: str, init_from: str) -> TggTokenizer:
+    saved = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "tokenizer")
+    if os.path.isfile(os.path.join(saved, "tokenizer.json")):
+        source = saved
+    elif config.data.tokenizer == "tiny":
+        return None  # trained by the run itself from tgg_shapes text
+    elif config.data.tokenizer:
+        source = os.path.expanduser(config.data.tokenizer)
+    elif init_from:
+        try:
+            source = tokenizer_dir_beside(init_from)
+        except FileNotFoundError as e:
+            raise UserError(f"config.data.tokenizer is '' and init_from has none: {e}; set "
+                            "--config.data.tokenizer=DIR") from None
+    else:
+        raise UserError("config.data.tokenizer is '' and there is no config.init_from to take it "
+                        "from: set --config.data.tokenizer=DIR")
+    try:
+        return load_tokenizer(source)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"config.data.tokenizer: {e}") from None
+
+
+def build_command(name: str, data_dir: str) -> str:
+    """The `tgg-data build` command that builds dataset `name` ("builder[/config]")."""
+    builder, _, config = name.partition("/")
+    cls = builders.BUILDERS[builder]
+    parts = ["tgg-data build", builder]
+    if config:
+        parts += ["--config", config]
+    if cls.NEEDS_RAW:
+        parts += ["--raw_dir", "RAW_DIR"]
+    return " ".join(parts + ["--data_dir", data_dir])
+
+
+def check_dataset(name: str, split: str, data_dir: str) -> int | None:
+    """The number of examples of a built split; raises UserError naming the build command."""
+    builder_name = name.partition("/")[0]
+    if builder_name not in builders.BUILDERS:
+        raise UserError(f"dataset {name!r} is not a tgg-jax dataset (known: "
+                        f"{', '.join(builders.BUILDERS)}; `tgg-data list` shows their configs)")
+    if not builders.BUILDERS[builder_name].NEEDS_RAW:
+        return None  # generated by the run on first use
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError, KeyError) as e:
+        raise UserError(f"dataset {name!r}: {str(e).splitlines()[0]}") from None
+    if not builder.is_prepared():
+        raise UserError(f"dataset {name} is not built in {data_dir}: "
+                        f"{build_command(name, data_dir)}")
+    splits = builder.info.splits
+    if split not in splits:
+        raise UserError(f"dataset {name} has no split {split!r} (it has "
+                        f"{', '.join(splits)}); fix config.data.mixture / config.data.eval")
+    return splits[split].num_examples
+
+
+def parameter_counts(model_cfg: TGGConfig, patterns) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts from shapes alone."""
+    abstract = nnx.eval_shape(lambda: TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(0)))
+    is_trainable = trainable_filter(patterns)
+    trainable = frozen = 0
+    for path, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
+        n = math.prod(var.get_value().shape)
+        if is_trainable(path, var) and not (model_cfg.freeze_towers
+                                            and tgg_name(path).startswith(("clip.", "dinov2."))):
+            trainable += n
+        else:
+            frozen += n
+    return trainable, frozen
+
+
+def run_preflight(config, workdir: str, num_devices: int | None = None) -> Summary:
+    """Every check, cheapest first; a UserError names the first that fails."""
+    try:
+        trainer.validate(config, num_devices=num_devices)
+        steps = trainer.total_steps(config)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    _check_workdir(workdir)
+    init_from = _init_from(config)
+    data_dir = os.path.expanduser(config.data.data_dir)
+    datasets = [Dataset(name, split, float(weight), check_dataset(name, split, data_dir))
+                for name, split, weight in config.data.mixture]
+    for name, split in config.data.eval:
+        check_dataset(name, split, data_dir)
+    tokenizer = _tokenizer(config, workdir, init_from)
+    if tokenizer is None:
+        model_cfg = None  # the tiny tokenizer (and so the vocabulary) is made by the run
+        trainable = frozen = 0
+    else:
+        model_cfg = state_lib.model_config(config, tokenizer)
+        try:
+            trainable, frozen = parameter_counts(model_cfg, tuple(config.trainable))
+        except ValueError as e:
+            raise UserError(f"config.trainable: {e}") from None
+    epochs = (steps * config.batch_size / config.data.num_examples if config.data.num_examples
+              else float("nan"))
+    summary = Summary(datasets=datasets, steps=steps, epochs=epochs, batch_size=config.batch_size,
+                      tokens_per_step=config.batch_size * max(config.data.buckets),
+                      trainable=trainable, frozen=frozen, model=model_cfg, init_from=init_from)
+    return summary
+
+
+def render(summary: Summary) -> str:
+    if summary.model is None:
+        return "preflight: ok (tiny tokenizer and model are made by the run)"
+    return summary.render()
+
