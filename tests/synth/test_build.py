@@ -10,7 +10,7 @@ import sys
 import pytest
 import tensorflow_datasets as tfds
 
-from tgg_jax.data import builders
+from tgg_jax.data import builders, cli as data_cli
 from tgg_jax.synth import cli, merge
 from tgg_jax.synth.shapes_server import serve
 
@@ -30,12 +30,10 @@ def synthesize(tmp_path, count):
 
 
 def build(family, images, out, data_dir):
-    builder = builders.make_builder(
-        "llava_conversations", data_dir=data_dir, raw_dir=out, config="llava_pretrain",
-        overrides={"name": f"synth_{family}", "json_file": f"{family}.json",
-                   "image_root": str(images.resolve())})
-    builder.download_and_prepare()
-    return builder
+    """`tgg-data build llava_conversations --config FAMILY --raw_dir OUT --image_root IMAGES`."""
+    argv = ["build", "llava_conversations", "--config", family, "--raw_dir", str(out),
+            "--image_root", str(images), "--data_dir", str(data_dir)]
+    assert data_cli.run(argv) == 0
 
 
 def test_families_build_and_read(tmp_path):
@@ -43,9 +41,8 @@ def test_families_build_and_read(tmp_path):
     data_dir = tmp_path / "tfds"
     merged = common.merged(out)
     for family in common.FAMILY_FILES:
-        builder = build(family, images, out, data_dir)
-        assert not builder.skipped.get("train"), builder.skipped
-        source = tfds.data_source(f"llava_conversations/synth_{family}", split="train",
+        build(family, images, out, data_dir)
+        source = tfds.data_source(f"llava_conversations/{family}", split="train",
                                   data_dir=data_dir)
         assert len(source) == len(merged[family]) > 0
         records = {r["id"]: r for r in map(builders.decode_record, source)}
@@ -65,7 +62,7 @@ def test_tiny_training_reads_synth_records(tmp_path):
     data_dir = tmp_path / "tfds"
     build("image_box", images, out, data_dir)
     args = tiny_run.cli_args(str(data_dir), str(tmp_path / "run"), steps=2, **{
-        "data.mixture": (("llava_conversations/synth_image_box", "train", 1.0),),
+        "data.mixture": (("llava_conversations/image_box", "train", 1.0),),
         "data.max_objects": 2})
     result = subprocess.run([sys.executable, "-m", "tgg_jax.train.main", *args], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
