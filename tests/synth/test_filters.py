@@ -144,3 +144,26 @@ def test_rec_detector_maps_the_answer_box_to_pixels():
     # 200 x 100 pads to 200 x 200 with 50 rows above: y = 0.3 * 200 - 50 = 10.
     assert found == {"red cup": [([50.0, 10.0, 100.0, 90.0], 1.0)], "dog": []}
     assert asked[0] == "Output the coordinate of the red cup."
+
+
+def test_shard_spec_from_flags_config_and_slurm():
+    from configs.synth import default
+    from tgg_jax.synth import cli
+
+    c = default.get_config()
+    assert cli.shard_spec(c, env={}) == (0, 1)
+    assert cli.shard_spec(c, 3, 8, env={}) == (3, 8)
+    array = {"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_MIN": "10", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert cli.shard_spec(c, env=array) == (2, 4)
+    assert cli.shard_spec(c, env={"SLURM_PROCID": "1", "SLURM_NTASKS": "2"}) == (1, 2)
+    with pytest.raises(cli.UsageError):
+        cli.shard_spec(c, 4, 4, env={})
+
+
+def test_slurm_example_is_valid_bash():
+    import subprocess
+
+    from tgg_jax.synth import cli
+
+    script = cli.REPO / "launch" / "synth_slurm_array.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0

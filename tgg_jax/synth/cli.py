@@ -60,20 +60,19 @@ def prompt_dir(config) -> pathlib.Path:
     return path if path.is_absolute() or path.exists() else REPO / path
 
 
-def shard_spec(config) -> tuple[int, int]:
+def shard_spec(config, index: int | None = None, count: int | None = None,
+               env=os.environ) -> tuple[int, int]:
     """(index, count) from the flags, the config, SLURM's array or task environment, or 0 of 1."""
-    env = os.environ
-    index, count = _SHARD_INDEX.value, _NUM_SHARDS.value
     if index is None and config.shard_index >= 0:
         index = config.shard_index
     if count is None and config.num_shards > 0:
         count = config.num_shards
     if "SLURM_ARRAY_TASK_ID" in env:
-        index = index if index is not None else (int(env["SLURM_ARRAY_TASK_ID"])
-                                                 - int(env.get("SLURM_ARRAY_TASK_MIN", 0)))
+        if index is None:
+            index = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
         count = count or int(env.get("SLURM_ARRAY_TASK_COUNT", 1))
     elif "SLURM_PROCID" in env:
-        index = index if index is not None else int(env["SLURM_PROCID"])
+        index = int(env["SLURM_PROCID"]) if index is None else index
         count = count or int(env.get("SLURM_NTASKS", 1))
     index, count = index or 0, count or 1
     if not 0 <= index < count:
@@ -98,7 +97,7 @@ def workdir() -> pathlib.Path:
 
 
 def command_run(config) -> int:
-    index, count = shard_spec(config)
+    index, count = shard_spec(config, _SHARD_INDEX.value, _NUM_SHARDS.value)
     if _REFILTER.value:
         counts = refilter_shards(config, workdir(), index, count)
         print(f"refiltered: {json.dumps(counts)}")
