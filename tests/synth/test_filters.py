@@ -108,7 +108,7 @@ def test_families_render_objects_boxes_and_names():
         "<image>\nOutput the coordinate of the red cup on the left.")
     relation = out["img-image_box-004"]
     assert relation["conversations"][0]["value"] == "<image>\nWhat is right of the <object>?"
-    assert relation["conversations"][1]["value"] == "The [0.500, 0.500, 1.000, 0.750]."
+    assert relation["conversations"][1]["value"] == "The region [0.500, 0.500, 1.000, 0.750]."
     named = out["img-text_image-000"]
     assert named["conversations"][1]["value"] == "The blue plate."
     for family in ("image_box", "text_image"):

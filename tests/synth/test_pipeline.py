@@ -141,3 +141,16 @@ def test_bad_input_is_counted_not_fatal(tmp_path):
     lines = {r["image"]: r for r in store.read_lines(store.shard_path(tmp_path / "out", 0, 1))}
     assert lines["broken.png"]["status"] == "skipped"
     assert lines["shapes_train_000002.png"]["L1"]  # the intermediates up to the failure are kept
+
+
+def test_cli_user_errors_exit_2(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [sys.executable, "-m", "tgg_jax.synth.cli"]
+    for argv, message in ((["frobnicate"], "expected one command"),
+                          (["run", f"--workdir={tmp_path}"], "--image_root"),
+                          (["run", f"--workdir={tmp_path}", f"--image_root={tmp_path / 'none'}"],
+                           "is not a directory"),
+                          (["merge", f"--workdir={tmp_path}"], "no shard-*.jsonl")):
+        out = subprocess.run(base + argv, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (argv, out.stderr[-2000:])
+        assert message in out.stderr.strip().splitlines()[-1], (argv, out.stderr[-2000:])

@@ -72,9 +72,12 @@ class Renderer:
                 crops.append(key)
                 return article + OBJECT
             value = {"box": self.box, "name": self.name, "grounded": self.grounded}[how](key)
-            # "the {obj1}" with the name "the red cup": one article, in the text's case.
+            # "the {obj1}" with the name "the red cup": one article, in the text's case;
+            # as a box, "the region [x1, y1, x2, y2]".
             if article and value.lower().startswith("the "):
                 value = value[4:]
+            elif article and how == "box":
+                value = "region " + value
             return article + value
 
         return _WITH_ARTICLE.sub(one, text)
