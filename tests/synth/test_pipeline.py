@@ -154,3 +154,22 @@ def test_cli_user_errors_exit_2(tmp_path):
         out = subprocess.run(base + argv, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 2, (argv, out.stderr[-2000:])
         assert message in out.stderr.strip().splitlines()[-1], (argv, out.stderr[-2000:])
+
+
+def test_detector_error_on_one_image_is_a_counted_skip(tmp_path, monkeypatch):
+    from tgg_jax.synth import detectors
+
+    images = common.make_images(tmp_path / "images", 3)
+    detect = detectors.Annotations.detect
+
+    def flaky(self, image, phrases, key):
+        if key == "shapes_train_000001.png":
+            raise RuntimeError("shape mismatch in the backbone")
+        return detect(self, image, phrases, key)
+
+    monkeypatch.setattr(detectors.Annotations, "detect", flaky)
+    with serve(images, common.PROMPTS) as server:
+        code, summary = cli.synthesize(common.shapes_config(server.base_url), images,
+                                       tmp_path / "out")
+    assert code == 0 and summary["images"]["skipped"] == {"detector error": 1}
+    assert summary["images"]["done"] == 3

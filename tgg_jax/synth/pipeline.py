@@ -22,6 +22,7 @@ from tgg_jax.synth.store import Shard
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 UNREADABLE_IMAGE = "unreadable image"
+DETECTOR_ERROR = "detector error"
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -107,9 +108,14 @@ class Runner:
         image, picture = await loop.run_in_executor(None, load_image, self.image_root / rel)
         record["width"], record["height"] = picture.size
         record["L1"] = await steps.recognize_objects(ask, image, c.max_objects)
-        objects, record["detections"] = await loop.run_in_executor(
-            self._detector_thread, steps.ground, self.detector, picture, rel, record["L1"],
-            problems, c.max_objects)
+        try:
+            objects, record["detections"] = await loop.run_in_executor(
+                self._detector_thread, steps.ground, self.detector, picture, rel, record["L1"],
+                problems, c.max_objects)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            # One image the detector chokes on (an odd size, a phrase its tokenizer rejects)
+            # is a counted skip, not the end of the run.
+            raise schema.Bad(DETECTOR_ERROR, f"{type(e).__name__}: {e}") from None
         record["S1"] = objects
         if not objects:
             raise schema.Bad(steps.NOTHING_FOUND)
@@ -187,12 +193,12 @@ class Progress:
 
     def summary(self, config) -> dict[str, Any]:
         elapsed = time.monotonic() - self.start
-        kept = collections.Counter(f for (f, v), n in self.records.items() if v == filters.KEEP
-                                   for _ in range(n))
-        dropped = collections.Counter()
-        for (family, verdict), n in self.records.items():
-            if verdict != filters.KEEP:
-                dropped[f"{family}: {verdict}"] += n
+        kept, dropped = {}, {}
+        for (family, verdict), n in sorted(self.records.items()):
+            if verdict == filters.KEEP:
+                kept[family] = n
+            else:
+                dropped[f"{family}: {verdict}"] = n
         return {
             "images": {"total": self.total, "already_done": self.already, "done": self.done,
                        "skipped": dict(self.skipped), "failed": dict(self.failed)},
@@ -207,7 +213,7 @@ class Progress:
             "request_errors": dict(self.stats.errors),
             "request_failures": dict(self.stats.failures),
             "problems": dict(self.problems),
-            "records_kept": dict(kept), "records_dropped": dict(dropped),
+            "records_kept": kept, "records_dropped": dropped,
         }
 
 

@@ -25,12 +25,19 @@ def shard_files(workdir: str | pathlib.Path) -> list[pathlib.Path]:
 
 
 def read_lines(path: pathlib.Path) -> Iterator[dict[str, Any]]:
-    """The complete records of a shard file (a torn last line is skipped)."""
+    """The complete records of a shard file; a torn last line is skipped, and so is (with a
+    warning naming the file and line) any line that is not a JSON record."""
     with open(path, "rb") as f:
-        for data in f:
+        for number, data in enumerate(f, 1):
             if not data.endswith(b"\n"):
                 break
-            yield json.loads(data)
+            try:
+                record = json.loads(data)
+                record["image"]
+            except (ValueError, KeyError, TypeError):
+                logging.warning("%s: line %d is not a store record; skipped", path, number)
+                continue
+            yield record
 
 
 class Shard:
@@ -49,14 +56,11 @@ class Shard:
         good = 0
         with open(self.path, "rb") as f:
             for data in f:
-                try:
-                    record = json.loads(data)
-                except ValueError:
-                    break
                 if not data.endswith(b"\n"):
-                    break
-                self.done.add(record["image"])
+                    break  # only the last line can be torn: every write ends with its newline
                 good += len(data)
+        for record in read_lines(self.path):
+            self.done.add(record["image"])
         size = self.path.stat().st_size
         if good < size:
             logging.warning("%s: dropping %d bytes after the last complete line (an interrupted "
