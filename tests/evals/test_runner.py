@@ -132,9 +132,12 @@ class ScriptedAnswerer:
 def test_predictions_hold_each_records_answer_and_ground_truth(tmp_path):
     """Each merged prediction is the answer given to that record's question, with the record's
     ground truth beside it; the metrics are the hand-computed scores of those answers."""
-    metrics = eval_main.evaluate(shapes_config(), "unused-checkpoint", str(tmp_path),
+    checkpoint = tmp_path / "checkpoint"  # must exist; the scripted answerer never reads it
+    checkpoint.mkdir()
+    workdir = tmp_path / "eval"
+    metrics = eval_main.evaluate(shapes_config(), str(checkpoint), str(workdir),
                                  answerer=ScriptedAnswerer())
-    predictions = read_jsonl(os.path.join(str(tmp_path), "predictions", "test.jsonl"))
+    predictions = read_jsonl(os.path.join(str(workdir), "predictions", "test.jsonl"))
     assert [p[runner.INDEX] for p in predictions] == list(range(fake_data.NUM_EXAMPLES))
     assert [p["answer"] for p in predictions] == [HAND_ANSWERS[i] for i in range(fake_data.NUM_EXAMPLES)]
     for i in (0, 2, 7):  # a REC, an <object> and a caption question

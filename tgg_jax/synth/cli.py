@@ -31,23 +31,27 @@ from tgg_jax.synth import prompts as prompts_lib, store
 COMMANDS = ("run", "merge", "shapes_images", "serve_shapes")
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
+# tgg-synth's own flag set: the other CLIs (tgg-train, tgg-eval) also define --config and
+# --workdir, and a process (a test run, a notebook) may import several of them.
+FLAGS = flags.FlagValues()
 _CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs/synth/default.py"),
-                                          "Synth config (configs/synth/default.py[:shapes]).")
+                                          "Synth config (configs/synth/default.py[:shapes]).",
+                                          flag_values=FLAGS)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Store (shard JSONL files, summaries) and, by "
-                               "default, the merged JSON files.")
-_IMAGE_ROOT = flags.DEFINE_string("image_root", None, "Image folder (overrides config.image_root).")
+                               "default, the merged JSON files.", flag_values=FLAGS)
+_IMAGE_ROOT = flags.DEFINE_string("image_root", None, "Image folder (overrides config.image_root).", flag_values=FLAGS)
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", None, "This worker's shard (default: config, "
-                                    "then SLURM_ARRAY_TASK_ID / SLURM_PROCID, then 0).")
+                                    "then SLURM_ARRAY_TASK_ID / SLURM_PROCID, then 0).", flag_values=FLAGS)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Number of shards (default: config, then "
-                                   "SLURM_ARRAY_TASK_COUNT / SLURM_NTASKS, then 1).")
+                                   "SLURM_ARRAY_TASK_COUNT / SLURM_NTASKS, then 1).", flag_values=FLAGS)
 _REFILTER = flags.DEFINE_bool("refilter", False, "run: re-apply the filters to the stored work of "
-                              "this worker's shard files, without model calls.")
+                              "this worker's shard files, without model calls.", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "merge: output folder (default --workdir); "
-                           "shapes_images: the image folder to write.")
-_COUNT = flags.DEFINE_integer("count", 100, "shapes_images: number of scenes.")
-_SEED = flags.DEFINE_integer("seed", 0, "shapes_images: tgg_shapes seed.")
-_PORT = flags.DEFINE_integer("port", 8765, "serve_shapes: port on 127.0.0.1.")
-_LATENCY = flags.DEFINE_float("latency_s", 0.0, "serve_shapes: seconds added to every answer.")
+                           "shapes_images: the image folder to write.", flag_values=FLAGS)
+_COUNT = flags.DEFINE_integer("count", 100, "shapes_images: number of scenes.", flag_values=FLAGS)
+_SEED = flags.DEFINE_integer("seed", 0, "shapes_images: tgg_shapes seed.", flag_values=FLAGS)
+_PORT = flags.DEFINE_integer("port", 8765, "serve_shapes: port on 127.0.0.1.", flag_values=FLAGS)
+_LATENCY = flags.DEFINE_float("latency_s", 0.0, "serve_shapes: seconds added to every answer.", flag_values=FLAGS)
 
 
 class UsageError(Exception):
@@ -196,7 +200,12 @@ def main(argv) -> None:
 
 def run(argv=None) -> None:
     """Entry point of the `tgg-synth` console script."""
-    app.run(main, argv=argv)
+    def parse(args):
+        if not flags.FLAGS.is_parsed():  # absl's own flags (logging) keep their defaults
+            flags.FLAGS(args[:1])
+        return FLAGS(args)
+
+    app.run(main, argv=argv if argv is not None else sys.argv, flags_parser=parse)
 
 
 if __name__ == "__main__":
