@@ -133,3 +133,33 @@ def test_sharded_safetensors_with_index(saved, tmp_path):
 def jax_leaves(tree):
     import jax
     return jax.tree.leaves(tree)
+
+
+def test_import_keeps_the_llms_tokenizer_for_export_and_predict(saved, tmp_path):
+    """A Hugging Face LLM directory ships its tokenizer: import-hf keeps it (placeholders added)
+    as CKPT/tokenizer, so export-hf and tgg-predict on the import need no --tokenizer."""
+    import transformers
+
+    from tests.convert.export_fixtures import placeholder_tokenizer
+    from tgg_jax.predict import checkpoint_tokenizer
+
+    _, dirs = saved
+    llm = str(tmp_path / "llm")
+    shutil.copytree(dirs["llm"], llm)
+    placeholder_tokenizer().save(llm)  # as a downloaded model directory holds it
+    out = str(tmp_path / "ckpt")
+    args = ["import-hf", "--llm", llm, "--clip", dirs["clip"], "--dinov2", dirs["dinov2"],
+            "--image_token_id", str(ref.IMAGE_ID), "--object_token_id", str(ref.OBJECT_ID)]
+    assert cli.main([*args, "--out", out]) == 0
+    assert os.path.isfile(os.path.join(out, "tokenizer", "tokenizer.json"))
+    tok = checkpoint_tokenizer(out)
+    assert (tok.image_id, tok.object_id) == (ref.IMAGE_ID, ref.OBJECT_ID)
+    assert cli.main(["export-hf", "--checkpoint", out, "--out", str(tmp_path / "export")]) == 0
+    exported = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "export" / "llm"))
+    assert exported.convert_tokens_to_ids(["<image>", "<object>"]) == [ref.IMAGE_ID, ref.OBJECT_ID]
+    # Placeholder ids that disagree with the tokenizer stop the import before anything is written.
+    with pytest.raises(SystemExit, match="places <image>/<object> at 300/301"):
+        cli.main(["import-hf", "--llm", llm, "--clip", dirs["clip"], "--dinov2", dirs["dinov2"],
+                  "--image_token_id", "302", "--object_token_id", "303",
+                  "--out", str(tmp_path / "bad")])
+    assert not os.path.exists(tmp_path / "bad")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from absl import logging
@@ -20,19 +21,19 @@ def _import(args) -> None:
     params, config = import_hf(args.llm, args.clip, args.dinov2, projector=args.projector,
                                seed=args.seed, object_pool=args.object_pool,
                                image_token_id=args.image_token_id, object_token_id=args.object_token_id)
+    tokenizer = checked_tokenizer(args.tokenizer or args.llm, config)  # before anything is written
     save_params(args.out, params, config)
-    tokenizer = save_tokenizer(args.tokenizer or args.llm, args.out, config)
+    if tokenizer is not None:
+        tokenizer.save(os.path.join(args.out, "tokenizer"))
     print(f"wrote {args.out} (LLM {config.llm.num_layers} layers x {config.llm.hidden_size}, "
           f"{'tied' if config.llm.tie_word_embeddings else 'untied'} head"
-          + (f"; tokenizer from {tokenizer})" if tokenizer else "; no tokenizer.json found: "
+          + ("; tokenizer kept as tokenizer/)" if tokenizer else "; no tokenizer.json found: "
              "export-hf and tgg-predict will need --tokenizer)"))
 
 
-def save_tokenizer(source: str, checkpoint: str, config) -> str | None:
-    """The LLM's tokenizer (with <image>/<object> added) kept as CKPT/tokenizer, so training,
-    export and predict on the checkpoint find it; None when `source` has none."""
-    import os
-
+def checked_tokenizer(source: str, config):
+    """The LLM's tokenizer (with <image>/<object> added), to keep as CKPT/tokenizer so that
+    training, export and predict on the checkpoint find it; None when `source` has none."""
     from tgg_jax.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 
     if not os.path.isfile(os.path.join(source, TOKENIZER_FILE)):
@@ -42,8 +43,7 @@ def save_tokenizer(source: str, checkpoint: str, config) -> str | None:
         raise SystemExit(f"tgg-convert: the tokenizer in {source} places <image>/<object> at "
                          f"{tokenizer.image_id}/{tokenizer.object_id}, the checkpoint's config at "
                          f"{config.image_token_id}/{config.object_token_id} (--image_token_id)")
-    tokenizer.save(os.path.join(checkpoint, "tokenizer"))
-    return source
+    return tokenizer
 
 
 def _export(args) -> None:

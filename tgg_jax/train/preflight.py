@@ -24,7 +24,7 @@ from tgg_jax.errors import UserError
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
 from tgg_jax.train import state as state_lib
 from tgg_jax.train import trainer
-from tgg_jax.train.optimizer import trainable_filter
+from tgg_jax.train.optimizer import check_patterns, trainable_filter
 
 
 @dataclasses.dataclass
@@ -46,6 +46,7 @@ class Summary:
     frozen: int
     model: TGGConfig
     init_from: str
+    note: str = ""            # a difference the user should see before a long run
 
     def render(self) -> str:
         total = sum(d.weight for d in self.datasets)
@@ -60,6 +61,7 @@ class Summary:
             f"{self.model.dinov2.num_layers} x {self.model.dinov2.hidden_size}"
             + (f"; from {self.init_from}" if self.init_from else "; fresh"),
             f"parameters {self.trainable:,} trainable, {self.frozen:,} frozen",
+            *([self.note] if self.note else []),
             f"schedule   {self.steps:,} steps of {self.batch_size} sequences ({self.epochs:g} "
             f"epochs), at most {self.tokens_per_step:,} tokens a step",
             "datasets   name                                           split       weight     examples",
@@ -148,14 +150,17 @@ def check_dataset(name: str, split: str, data_dir: str) -> int | None:
 
 
 def parameter_counts(model_cfg: TGGConfig, patterns) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts from shapes alone."""
+    """(trainable, frozen) parameter counts from shapes alone; the patterns are checked as the
+    trainer checks them (each must match, the towers never train)."""
     abstract = nnx.eval_shape(lambda: TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(0)))
+    flat = nnx.to_flat_state(nnx.state(abstract, nnx.Param))
+    check_patterns(patterns, [tgg_name(path) for path, _ in flat],
+                   towers_frozen=model_cfg.freeze_towers)
     is_trainable = trainable_filter(patterns)
     trainable = frozen = 0
-    for path, var in nnx.to_flat_state(nnx.state(abstract, nnx.Param)):
+    for path, var in flat:
         n = math.prod(var.get_value().shape)
-        if is_trainable(path, var) and not (model_cfg.freeze_towers
-                                            and tgg_name(path).startswith(("clip.", "dinov2."))):
+        if is_trainable(path, var):
             trainable += n
         else:
             frozen += n
@@ -188,10 +193,15 @@ def run_preflight(config, workdir: str, num_devices: int | None = None) -> Summa
             raise UserError(f"config.trainable: {e}") from None
     epochs = (steps * config.batch_size / config.data.num_examples if config.data.num_examples
               else float("nan"))
-    summary = Summary(datasets=datasets, steps=steps, epochs=epochs, batch_size=config.batch_size,
-                      tokens_per_step=config.batch_size * max(config.data.buckets),
-                      trainable=trainable, frozen=frozen, model=model_cfg, init_from=init_from)
-    return summary
+    built = sum(d.examples or 0 for d in datasets)
+    note = ""
+    if config.data.num_examples and built and abs(built - config.data.num_examples) > 0.05 * built:
+        note = (f"note       config.data.num_examples is {config.data.num_examples:,} (what the "
+                f"epochs count), the built mixture holds {built:,} examples")
+    return Summary(datasets=datasets, steps=steps, epochs=epochs, batch_size=config.batch_size,
+                   tokens_per_step=config.batch_size * max(config.data.buckets),
+                   trainable=trainable, frozen=frozen, model=model_cfg, init_from=init_from,
+                   note=note)
 
 
 def render(summary: Summary) -> str:
