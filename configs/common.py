@@ -66,6 +66,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.buckets = (512, 1024, 2048)
     c.data.max_objects = 4             # object slots per example (per packed row: see packing)
     c.data.packing = False             # pack several examples per row (segments) instead of padding
+    c.data.examples_per_row = 1.0      # with packing: examples a row holds on average, so that
+                                       # epochs still count examples (benchmarks/padding.py)
     c.data.object_margin = 0.1
     c.data.object_jitter = 0.2
     c.data.alpha = "drop"              # transparent pixels: "drop" alpha (SPEC §2) or "white"
@@ -134,13 +136,15 @@ def size_arg(arg: str) -> str:
 
 
 def stage_config(size: str, *, init_from: str, mixture, num_examples: int, lr: float,
-                 batch_per_device: int = 32, epochs: float = 1.0,
-                 trainable=LLM_AND_PROJECTOR) -> ml_collections.ConfigDict:
+                 batch_per_device: int = 32, epochs: float = 1.0, trainable=LLM_AND_PROJECTOR,
+                 examples_per_row: float = 1.0) -> ml_collections.ConfigDict:
     """One training stage of SPEC §3 for a model size; the stage files differ only in these.
 
     The architecture and the tokenizer come from init_from (tgg-convert import-hf output for
     stage 1a, the previous stage's checkpoints after it); `preset` is set only for the sizes
-    that have one, and must then agree with the checkpoint.
+    that have one, and must then agree with the checkpoint. examples_per_row > 1 packs the
+    stage's examples into 2048-token rows: the batch becomes rows holding about as many examples
+    as SPEC §3's batch.
     """
     c = get_base_config()
     c.model.preset = size if size_arg(size) in PRESETS else ""
@@ -151,5 +155,9 @@ def stage_config(size: str, *, init_from: str, mixture, num_examples: int, lr: f
     c.data.num_examples = num_examples
     c.lr = lr
     c.batch_size = batch_per_device * GPUS_IN_RECIPE
+    if examples_per_row > 1:
+        c.data.packing = True
+        c.data.examples_per_row = examples_per_row
+        c.batch_size = max(1, round(batch_per_device / examples_per_row)) * GPUS_IN_RECIPE
     c.epochs = epochs
     return c

@@ -7,8 +7,9 @@
 #   bash launch/rehearse.sh [ROOT]        (STEPS=3 BATCH=2 LIMIT=2 by default)
 #
 # The raw files and the Hugging Face checkpoints are tiny stand-ins written by
-# tests/rehearsal/fixtures.py (random towers and LLM, the real Qwen2.5 tokenizer); with real
-# downloads in their place these are the README's commands. tests/rehearsal/check.py then checks
+# tests/rehearsal/fixtures.py (random towers and LLM, the real Qwen2.5 tokenizer), and tgg-synth
+# makes the synthesised sets from tgg_shapes scenes; with real downloads and a real MLLM endpoint
+# in their place these are the README's commands. tests/rehearsal/check.py then checks
 # what each stage changed, where it started, the losses, the evals and the export.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,19 +22,35 @@ step() { echo "== $*"; }
 step "raw files and Hugging Face checkpoints"
 python -m tests.rehearsal.fixtures "$ROOT"
 
+step "tgg-synth: the stage 2 and 3 sets the paper synthesised (shapes backend)"
+# A local chat-completions server answering from tgg_shapes' ground truth stands in for the MLLM;
+# the scenes' own boxes stand in for the detector (docs/data_engine.md).
+PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+tgg-synth shapes_images --out "$RAW/synth_images" --count 12 2>/dev/null
+tgg-synth serve_shapes --image_root "$RAW/synth_images" --port "$PORT" 2>"$ROOT/logs/synth_server.log" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+python -c "import socket, sys, time
+for _ in range(100):
+    try: socket.create_connection(('127.0.0.1', $PORT), 1); sys.exit(0)
+    except OSError: time.sleep(0.2)
+sys.exit('the shapes server did not start')"
+SYNTH=(--config configs/synth/default.py:shapes --image_root "$RAW/synth_images"
+       --workdir "$RAW/synth" --config.mllm.base_url="http://127.0.0.1:$PORT/v1")
+tgg-synth run "${SYNTH[@]}" 2>"$ROOT/logs/synth_run.log" | tail -n 2
+tgg-synth merge "${SYNTH[@]}" 2>>"$ROOT/logs/synth_run.log" | tail -n 4
+kill $SERVER
+
 step "tgg-data build: every dataset the stage and eval configs name"
 build() { tgg-data build "$@" --data_dir "$DATA" | tail -n 3; }
 build llava_conversations --config pretrain --raw_dir "$RAW/LLaVA-Pretrain"
 build llava_conversations --config pretrain_instruct --raw_dir "$RAW/LLaVA-Pretrain"
 for c in refcoco refcoco+ refcocog; do build refcoco --config $c --raw_dir "$RAW/refer/data"; done
 build visual_genome --raw_dir "$RAW/visual_genome"
-for c in image_box text_image; do
-  build llava_conversations --config $c --raw_dir "$RAW/synth_coco" --image_root "$RAW/playground/data"
+for c in image_box text_image grounding_conversations grounding_descriptions; do
+  build llava_conversations --config $c --raw_dir "$RAW/synth" --image_root "$RAW/synth_images"
 done
 build llava_conversations --config sharegpt4v_mix665k --raw_dir "$RAW/playground/data"
-for c in grounding_conversations grounding_descriptions; do
-  build llava_conversations --config $c --raw_dir "$RAW/synth_flickr" --image_root "$RAW/flickr30k-images"
-done
 build flickr30k_entities --raw_dir "$RAW/flickr30k_entities" --image_root "$RAW/flickr30k-images"
 build pope --raw_dir "$RAW/eval/pope" --image_root "$RAW/coco/val2014"
 for name in vqav2 gqa scienceqa mmbench; do build $name --raw_dir "$RAW/eval/$name"; done

@@ -60,6 +60,15 @@ def resolve_checkpoint(path: str) -> str:
     return os.path.join(path, str(steps[-1]))
 
 
+def latest_if_run(path: str) -> str:
+    """A run's checkpoints/ directory -> its latest step; any other path as it is (so that what
+    is wrong with it is reported by whoever reads it)."""
+    try:
+        return resolve_checkpoint(path)
+    except FileNotFoundError:
+        return os.path.abspath(os.path.expanduser(path))
+
+
 def save_params(path: str, params: dict, config: TGGConfig) -> None:
     """Write a parameter checkpoint (params: nnx pure dict of arrays, host or device)."""
     path = os.path.abspath(path)

@@ -57,7 +57,7 @@ def load_model(checkpoint: str, *, mesh: jax.sharding.Mesh | None = None,
     checkpoints/<step>/, or its checkpoints/ for the latest step), its parameters on `mesh` by
     the logical-axis rules (else on the default device). `dtype` ("bfloat16" / "float32")
     overrides the compute dtype; "" keeps the saved one."""
-    path = ckpt_lib.resolve_checkpoint(checkpoint)
+    path = ckpt_lib.latest_if_run(checkpoint)
     config = ckpt_lib.load_config(path)
     if dtype:
         config = with_dtype(config, dtype)

@@ -95,7 +95,7 @@ def test_rebuild_from_another_raw_folder_is_refused_naming_overwrite(tmp_path, c
         _write_raw(tmp_path / name, [{"id": name, "image": "a.jpg", "conversations": QA}],
                    {"a.jpg": _image_bytes(_noise(8, 8, seed), "JPEG")})
     args = ["build", "llava_conversations", "--data_dir", str(tmp_path / "data"), "--config",
-            "llava_pretrain", "--set", "name=mine", "--set", "json_file=data.json",
+            "pretrain", "--set", "name=mine", "--set", "json_file=data.json",
             "--set", "image_root=imgs"]
     assert cli.run(args + ["--raw_dir", str(tmp_path / "raw_a")]) == 0
     assert cli.run(args + ["--raw_dir", str(tmp_path / "raw_a")]) == 0  # same folder: reused

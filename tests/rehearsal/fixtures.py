@@ -11,8 +11,6 @@ ROOT/raw/      LLaVA-Pretrain/            blip_laion_cc_sbu_558k.json + images/0
                visual_genome/             region_descriptions.json, image_data.json, VG_100K*/
                playground/data/           sharegpt4v_mix665k_...json (text-only turns too),
                                           coco/train2017/
-               synth_coco/, synth_flickr/ the data engine's output (image_box, text_image;
-                                          grounding_conversations, grounding_descriptions)
                flickr30k_entities/        Sentences/, Annotations/, train/val/test.txt
                flickr30k-images/          the Flickr30K images, kept apart as released
                coco/val2014/              COCO val2014 (POPE's and VQAv2's images)
@@ -141,18 +139,18 @@ def visual_genome(raw: Path) -> None:
     _json(raw / "region_descriptions.json", regions)
 
 
-def coco_train2017(raw: Path, n: int = 8) -> list[tuple[str, tuple]]:
+def coco_train2017(raw: Path, n: int = 8) -> list[str]:
     out = []
     for i in range(n):
-        rel = f"coco/train2017/{300 + i:012d}.jpg"
-        out.append((rel, _image(raw / rel, seed=300 + i)))
+        out.append(f"coco/train2017/{300 + i:012d}.jpg")
+        _image(raw / out[-1], seed=300 + i)
     return out
 
 
 def sharegpt4v_mix(playground: Path) -> None:
     """ShareGPT4V's LLaVA-v1.5 mixture: image conversations (multi-turn) and text-only ones."""
     items = []
-    for i, (rel, _) in enumerate(coco_train2017(playground)):
+    for i, rel in enumerate(coco_train2017(playground)):
         color = COLORS[(300 + i) % 4]
         items.append({"id": f"{300 + i:012d}", "image": rel, "conversations": _turns(
             "<image>\nWhat colour is the square?", color,
@@ -162,46 +160,11 @@ def sharegpt4v_mix(playground: Path) -> None:
     _json(playground / "sharegpt4v_mix665k_cap23k_coco-ap9k_lcs3k_sam9k_div2k.json", items)
 
 
-def engine_output(out: Path, images: list[tuple[str, tuple]], families: tuple[str, ...]) -> None:
-    """What `tgg-synth` writes: LLaVA JSON with `objects` in pixels, image paths relative to the
-    image folder it read (here the same records a hand would write, one per family)."""
-    from tgg_jax.data import coords
-
-    def box_text(box):
-        return coords.format_box(coords.pixel_to_square(box, 96, 72))
-
-    records = {f: [] for f in families}
-    for i, (rel, box) in enumerate(images):
-        color = COLORS[(300 + i) % 4] if "coco" in rel else "red"
-        if "image_box" in records:
-            records["image_box"].append({"id": f"ib{i}", "image": rel, "objects": [list(box)],
-                                         "conversations": _turns(
-                                             "<image>\nWhere is <object> in the image?",
-                                             box_text(box))})
-        if "text_image" in records:
-            records["text_image"].append({"id": f"ti{i}", "image": rel, "objects": [list(box)],
-                                          "conversations": _turns(
-                                              f"<image>\nIs <object> the {color} square? "
-                                              "Answer yes or no.", "Yes")})
-        if "grounding_conversations" in records:
-            records["grounding_conversations"].append({"id": f"gc{i}", "image": rel, "conversations":
-                _turns("<image>\nWhat is in the picture?", f"A {color} square {box_text(box)}.",
-                       "Where exactly is it?", box_text(box))})
-        if "grounding_descriptions" in records:
-            records["grounding_descriptions"].append({"id": f"gd{i}", "image": rel, "conversations":
-                _turns("<image>\nDescribe the image in detail and give the coordinate of each "
-                       "object you mention.", f"A {color} square {box_text(box)} on grey noise.")})
-    for family, items in records.items():
-        _json(out / f"{family}.json", items)
-
-
-def flickr30k(raw: Path, images: Path, n: int = 4) -> list[tuple[str, tuple]]:
+def flickr30k(raw: Path, images: Path, n: int = 4) -> None:
     """Flickr30K Entities (Sentences/, Annotations/, split lists) and the images kept apart."""
-    out = []
     for i in range(n):
         image_id = str(1000 + i)
         x1, y1, x2, y2 = _image(images / f"{image_id}.jpg", seed=400 + i)
-        out.append((f"{image_id}.jpg", (x1, y1, x2, y2)))
         (raw / "Sentences").mkdir(parents=True, exist_ok=True)
         (raw / "Sentences" / f"{image_id}.txt").write_text(
             "[/EN#1/other A red square] sits on [/EN#2/scene grey noise] .\n"
@@ -214,7 +177,6 @@ def flickr30k(raw: Path, images: Path, n: int = 4) -> list[tuple[str, tuple]]:
             "</bndbox></object><object><name>2</name><scene>1</scene></object></annotation>")
     for split, ids in (("train", range(n - 2)), ("val", [n - 2]), ("test", [n - 1])):
         (raw / f"{split}.txt").write_text("".join(f"{1000 + i}\n" for i in ids))
-    return out
 
 
 # ---------------------------------------------------------------- benchmarks
@@ -312,10 +274,7 @@ def write_all(root: str | os.PathLike) -> Path:
     visual_genome(raw / "visual_genome")
     playground = raw / "playground/data"
     sharegpt4v_mix(playground)
-    engine_output(raw / "synth_coco", coco_train2017(playground), ("image_box", "text_image"))
-    flickr_images = flickr30k(raw / "flickr30k_entities", raw / "flickr30k-images")
-    engine_output(raw / "synth_flickr", flickr_images,
-                  ("grounding_conversations", "grounding_descriptions"))
+    flickr30k(raw / "flickr30k_entities", raw / "flickr30k-images")
     eval_dir = raw / "eval"
     pope(eval_dir / "pope", raw / "coco/val2014")
     vqav2(eval_dir / "vqav2")

@@ -32,7 +32,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from tgg_jax.checkpoint import PARAMS_DIR, abstract_model, load_config, resolve_checkpoint
+from tgg_jax.checkpoint import PARAMS_DIR, abstract_model, latest_if_run, load_config
 from tgg_jax.convert import clip_map, dinov2_map, projector_map, qwen2_map
 from tgg_jax.convert.mapping import Hook, Rule, expand, tgg_name, tgg_path
 from tgg_jax.data import preprocess
@@ -70,7 +70,7 @@ class CheckpointReader:
     """
 
     def __init__(self, checkpoint: str):
-        path = resolve_checkpoint(checkpoint)  # a run's checkpoints/ -> its latest step
+        path = latest_if_run(checkpoint)  # a run's checkpoints/ -> its latest step
         self.config = load_config(path)
         self.params_dir = os.path.join(path, PARAMS_DIR)
         if not os.path.isdir(self.params_dir):

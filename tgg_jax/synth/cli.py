@@ -39,7 +39,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs/synth/de
                                           flag_values=FLAGS)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Store (shard JSONL files, summaries) and, by "
                                "default, the merged JSON files.", flag_values=FLAGS)
-_IMAGE_ROOT = flags.DEFINE_string("image_root", None, "Image folder (overrides config.image_root).", flag_values=FLAGS)
+_IMAGE_ROOT = flags.DEFINE_string("image_root", None, "Image folder (overrides config.image_root).",
+                                  flag_values=FLAGS)
 _SHARD_INDEX = flags.DEFINE_integer("shard_index", None, "This worker's shard (default: config, "
                                     "then SLURM_ARRAY_TASK_ID / SLURM_PROCID, then 0).", flag_values=FLAGS)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Number of shards (default: config, then "
@@ -51,7 +52,8 @@ _OUT = flags.DEFINE_string("out", None, "merge: output folder (default --workdir
 _COUNT = flags.DEFINE_integer("count", 100, "shapes_images: number of scenes.", flag_values=FLAGS)
 _SEED = flags.DEFINE_integer("seed", 0, "shapes_images: tgg_shapes seed.", flag_values=FLAGS)
 _PORT = flags.DEFINE_integer("port", 8765, "serve_shapes: port on 127.0.0.1.", flag_values=FLAGS)
-_LATENCY = flags.DEFINE_float("latency_s", 0.0, "serve_shapes: seconds added to every answer.", flag_values=FLAGS)
+_LATENCY = flags.DEFINE_float("latency_s", 0.0, "serve_shapes: seconds added to every answer.",
+                              flag_values=FLAGS)
 
 
 class UsageError(Exception):

@@ -47,6 +47,8 @@ class Summary:
     model: TGGConfig
     init_from: str
     note: str = ""            # a difference the user should see before a long run
+    packed: bool = False
+    examples_per_step: float = 0.0
 
     def render(self) -> str:
         total = sum(d.weight for d in self.datasets)
@@ -62,8 +64,10 @@ class Summary:
             + (f"; from {self.init_from}" if self.init_from else "; fresh"),
             f"parameters {self.trainable:,} trainable, {self.frozen:,} frozen",
             *([self.note] if self.note else []),
-            f"schedule   {self.steps:,} steps of {self.batch_size} sequences ({self.epochs:g} "
-            f"epochs), at most {self.tokens_per_step:,} tokens a step",
+            f"schedule   {self.steps:,} steps of {self.batch_size} "
+            + (f"packed rows (~{self.examples_per_step:g} examples)" if self.packed
+               else "sequences")
+            + f" ({self.epochs:g} epochs), at most {self.tokens_per_step:,} tokens a step",
             "datasets   name                                           split       weight     examples",
             *rows,
         ])
@@ -191,15 +195,17 @@ def run_preflight(config, workdir: str, num_devices: int | None = None) -> Summa
             trainable, frozen = parameter_counts(model_cfg, tuple(config.trainable))
         except ValueError as e:
             raise UserError(f"config.trainable: {e}") from None
-    epochs = (steps * config.batch_size / config.data.num_examples if config.data.num_examples
-              else float("nan"))
+    per_step = trainer.examples_per_step(config)
+    epochs = steps * per_step / config.data.num_examples if config.data.num_examples else math.nan
     built = sum(d.examples or 0 for d in datasets)
     note = ""
     if config.data.num_examples and built and abs(built - config.data.num_examples) > 0.05 * built:
         note = (f"note       config.data.num_examples is {config.data.num_examples:,} (what the "
                 f"epochs count), the built mixture holds {built:,} examples")
     return Summary(datasets=datasets, steps=steps, epochs=epochs, batch_size=config.batch_size,
-                   tokens_per_step=config.batch_size * max(config.data.buckets),
+                   tokens_per_step=config.batch_size * (config.data.max_length if config.data.packing
+                                                        else max(config.data.buckets)),
+                   packed=config.data.packing, examples_per_step=per_step,
                    trainable=trainable, frozen=frozen, model=model_cfg, init_from=init_from,
                    note=note)
 

@@ -42,7 +42,13 @@ def total_steps(config) -> int:
         return int(config.total_steps)
     if config.data.num_examples <= 0:
         raise ValueError("set config.total_steps, or config.data.num_examples (with config.epochs)")
-    return max(1, math.ceil(config.epochs * config.data.num_examples / config.batch_size))
+    return max(1, math.ceil(config.epochs * config.data.num_examples / examples_per_step(config)))
+
+
+def examples_per_step(config) -> float:
+    """Examples one step sees: the batch, or with packing its rows x examples_per_row."""
+    rows = config.batch_size
+    return rows * config.data.get("examples_per_row", 1.0) if config.data.packing else rows
 
 
 def validate(config, num_devices: int | None = None, process_count: int | None = None) -> None:
