@@ -4,6 +4,8 @@ is booked."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import types
 
 import jax
@@ -70,8 +72,14 @@ def topology_devices(topology: str, target_config: str = "") -> list:
     return list(topologies.get_topology_desc(topology_name=name, platform=platform).devices)
 
 
-def compile_only(config, topology: str = "", target_config: str = "") -> dict:
-    """Compile one train step for the config's mesh over this host's devices, or over `topology`'s."""
+def compile_step(config, topology: str = "", target_config: str = "",
+                 depth: tuple[int, int] | None = None) -> dict:
+    """Lower and compile one train step for the config's mesh over this host's devices, or over
+    `topology`'s. `depth` = (LLM layers, layers of each tower) replaces the model's depth: the
+    performance plan compiles shallow copies and extrapolates per layer.
+
+    Returns {"compiled", "lowered", "devices", "mesh", "model_config", "lower_s", "compile_s"}.
+    """
     if target_config and not topology:
         raise ValueError("--target_config only applies with --topology cuda:...")
     devices = topology_devices(topology, target_config) if topology else jax.devices()
@@ -86,6 +94,11 @@ def compile_only(config, topology: str = "", target_config: str = "") -> dict:
     else:
         tokenizer = _QWEN_IDS
     model_cfg = state_lib.model_config(config, tokenizer)
+    if depth is not None:
+        llm_layers, tower_layers = depth
+        model_cfg = model_cfg.replace(llm=dataclasses.replace(model_cfg.llm, num_layers=llm_layers),
+                                      clip=dataclasses.replace(model_cfg.clip, num_layers=tower_layers),
+                                      dinov2=dataclasses.replace(model_cfg.dinov2, num_layers=tower_layers))
     mesh = sharding.make_mesh(dict(config.mesh), devices)
     optimizer = opt_lib.make_optimizer(config)
     graphdef, abstract, _ = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed,
@@ -96,17 +109,36 @@ def compile_only(config, topology: str = "", target_config: str = "") -> dict:
                            grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk,
                            loss_normalization=config.loss_normalization)
     with jax.set_mesh(mesh):
+        t0 = time.perf_counter()
         lowered = jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None),
                           donate_argnums=0).lower(abstract, abstract_batch(config, model_cfg, mesh))
+        t1 = time.perf_counter()
         gpu = devices[0].platform in ("gpu", "cuda") and bool(topology)
         compiled = lowered.compile(compiler_options=GPU_AOT_COMPILER_OPTIONS if gpu else None)
+        t2 = time.perf_counter()
+    return {"compiled": compiled, "lowered": lowered, "devices": devices, "mesh": mesh, "model_config": model_cfg,
+            "lower_s": t1 - t0, "compile_s": t2 - t1}
+
+
+def peak_bytes(compiled) -> dict[str, int]:
+    """XLA's memory analysis of a compiled step: its sizes and the per-device peak
+    (arguments + outputs + temporaries - donated aliases)."""
     mem = compiled.memory_analysis()
-    gib = 1024 ** 3
     fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
               "alias_size_in_bytes", "generated_code_size_in_bytes")
     sizes = {f: int(getattr(mem, f, 0) or 0) for f in fields}
-    peak = sizes["argument_size_in_bytes"] + sizes["output_size_in_bytes"] + sizes["temp_size_in_bytes"] \
-        - sizes["alias_size_in_bytes"]
+    sizes["peak"] = sizes["argument_size_in_bytes"] + sizes["output_size_in_bytes"] \
+        + sizes["temp_size_in_bytes"] - sizes["alias_size_in_bytes"]
+    return sizes
+
+
+def compile_only(config, topology: str = "", target_config: str = "") -> dict:
+    """Compile one train step for the config's mesh over this host's devices, or over `topology`'s."""
+    step = compile_step(config, topology, target_config)
+    devices, mesh, model_cfg = step["devices"], step["mesh"], step["model_config"]
+    sizes = peak_bytes(step["compiled"])
+    peak = sizes.pop("peak")
+    gib = 1024 ** 3
     return {"preset": config.model.preset, "devices": len(devices),
             "device_kind": devices[0].device_kind, "topology": topology or None, "mesh": dict(mesh.shape),
             "global_batch": config.batch_size, "grad_accum_steps": config.grad_accum_steps, "seq_len": max(config.data.buckets),
