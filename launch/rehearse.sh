@@ -73,7 +73,7 @@ for stage in stage1_pretrain stage1_finetune stage2 stage3; do
       > "$ROOT/logs/$stage.log" 2>&1; then
     tail -n 30 "$ROOT/logs/$stage.log"; exit 1
   fi
-  sed -n '/^preflight/,/^  [a-z]/p' "$ROOT/logs/$stage.log"
+  grep -E "^(preflight|model|parameters|note|schedule|datasets|  [a-z])" "$ROOT/logs/$stage.log"
   FROM=$RUNS/$stage/checkpoints
 done
 
