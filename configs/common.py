@@ -158,6 +158,8 @@ def stage_config(size: str, *, init_from: str, mixture, num_examples: int, lr: f
     if examples_per_row > 1:
         c.data.packing = True
         c.data.examples_per_row = examples_per_row
-        c.batch_size = max(1, round(batch_per_device / examples_per_row)) * GPUS_IN_RECIPE
+        # Rows per GPU: a multiple of 4, so that grad_accum_steps 2 or 4 divides the batch.
+        rows = max(4, 4 * round(batch_per_device / examples_per_row / 4))
+        c.batch_size = rows * GPUS_IN_RECIPE
     c.epochs = epochs
     return c
