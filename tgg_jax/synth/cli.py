@@ -3,6 +3,8 @@
     tgg-synth run --config configs/synth/default.py --image_root IMAGES --workdir OUT
                   [--shard_index I --num_shards N] [--refilter] [--config.x=y ...]
     tgg-synth merge --config configs/synth/default.py --workdir OUT [--out DIR]
+    tgg-synth annotations --source coco|visual_genome|flickr30k_entities --raw_dir DIR \
+                          --out IMAGES/annotations.json   # boxes the source has (no detector)
     tgg-synth shapes_images --out IMAGES --count 200        # tgg_shapes scenes + annotations.json
     tgg-synth serve_shapes --image_root IMAGES [--port 8765] [--latency_s 0]
 
@@ -25,10 +27,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tgg_jax.synth import annotations as annotations_lib
 from tgg_jax.synth import client as client_lib, detectors, merge as merge_lib, pipeline
 from tgg_jax.synth import prompts as prompts_lib, store
 
-COMMANDS = ("run", "merge", "shapes_images", "serve_shapes")
+COMMANDS = ("run", "merge", "annotations", "shapes_images", "serve_shapes")
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # tgg-synth's own flag set: the other CLIs (tgg-train, tgg-eval) also define --config and
@@ -48,7 +51,12 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", None, "Number of shards (defaul
 _REFILTER = flags.DEFINE_bool("refilter", False, "run: re-apply the filters to the stored work of "
                               "this worker's shard files, without model calls.", flag_values=FLAGS)
 _OUT = flags.DEFINE_string("out", None, "merge: output folder (default --workdir); "
-                           "shapes_images: the image folder to write.", flag_values=FLAGS)
+                           "shapes_images: the image folder to write; annotations: the JSON "
+                           "file.", flag_values=FLAGS)
+_SOURCE = flags.DEFINE_enum("source", None, list(annotations_lib.SOURCES),
+                            "annotations: the dataset whose boxes to convert.", flag_values=FLAGS)
+_RAW_DIR = flags.DEFINE_string("raw_dir", None, "annotations: its release folder (COCO: the "
+                               "instances_*.json file).", flag_values=FLAGS)
 _COUNT = flags.DEFINE_integer("count", 100, "shapes_images: number of scenes.", flag_values=FLAGS)
 _SEED = flags.DEFINE_integer("seed", 0, "shapes_images: tgg_shapes seed.", flag_values=FLAGS)
 _PORT = flags.DEFINE_integer("port", 8765, "serve_shapes: port on 127.0.0.1.", flag_values=FLAGS)
@@ -160,6 +168,21 @@ def command_merge(config) -> int:
     expected = pipeline.list_images(root, config.image_list) if root else None
     summary = merge_lib.merge(workdir(), _OUT.value or workdir(), tuple(config.families), expected)
     print(json.dumps(summary, indent=1, sort_keys=True))
+    return 0
+
+
+def command_annotations(config) -> int:
+    """The annotations detector's table from a dataset's own boxes."""
+    del config
+    if not (_SOURCE.value and _RAW_DIR.value and _OUT.value):
+        raise UsageError("annotations needs --source, --raw_dir and --out (the JSON file to "
+                         "write, e.g. IMAGES/annotations.json)")
+    table = annotations_lib.convert(_SOURCE.value, _RAW_DIR.value)
+    if not table:
+        raise UsageError(f"no boxes found in {_RAW_DIR.value} as {_SOURCE.value}")
+    annotations_lib.write(table, _OUT.value)
+    boxes = sum(len(v) for v in table.values())
+    print(f"{boxes} boxes of {len(table)} images -> {_OUT.value}")
     return 0
 
 

@@ -26,7 +26,7 @@ from tgg_jax.data.builders import common
 GROUNDED_DESCRIPTION_PROMPT = ("Briefly describe the image and give the coordinate of each "
                                "object you mention.")
 # [/EN#18/people A man] -> entity 18, phrase "A man"; types may repeat (/people/other).
-_PHRASE = re.compile(r"\[/EN#(\d+)((?:/[^\s\]]+)*)\s+([^\]]*)\]")
+PHRASE = re.compile(r"\[/EN#(\d+)((?:/[^\s\]]+)*)\s+([^\]]*)\]")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,!?;:'])")
 SPLITS = ("train", "val", "test")
 
@@ -71,7 +71,7 @@ class Flickr30kEntities(common.RawDataBuilder):
             raise common.Skip("unreadable annotation", image_id, entry.source, repr(e)) from None
         image_path = self.image_folder(self._raw_dir, config.image_dir) / f"{image_id}.jpg"
         image, width, height = self.images.read(image_path, image_id)
-        boxes = _entity_boxes(xml_path, image_id, width, height)
+        boxes = entity_boxes(xml_path, image_id, width, height)
         for k, caption in enumerate(line for line in captions if line.strip()):
             record_id = f"{image_id}_{k}"
             try:
@@ -86,7 +86,7 @@ class Flickr30kEntities(common.RawDataBuilder):
                 image=image, width=width, height=height)
 
 
-def _entity_boxes(path: epath.Path, image_id: str, width: int,
+def entity_boxes(path: epath.Path, image_id: str, width: int,
                   height: int) -> dict[str, list[tuple[float, float, float, float]]]:
     """Entity id -> its boxes in pixels [x1, y1, x2, y2]; raises Skip for an unreadable file."""
     try:
@@ -120,7 +120,7 @@ def _grounded_caption(caption: str, boxes, width: int, height: int) -> str:
         entity_boxes = boxes.get(match.group(1), [])
         return " ".join([phrase] + [common.box_text(b, width, height) for b in entity_boxes])
 
-    text = _PHRASE.sub(ground, caption)
+    text = PHRASE.sub(ground, caption)
     if "[/EN#" in text:
         raise ValueError(f"unparsed phrase markup in {caption!r}")
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(text.split()))
