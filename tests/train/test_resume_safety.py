@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import _thread
 
 import jax
@@ -230,8 +231,10 @@ def test_watchdog_fires_on_a_step_that_sleeps(data_dir, tmp_path, monkeypatch):
 
     def hangs_at_step_6(state, batch):
         if int(state.step) == 5:
-            import time
-            time.sleep(120)
+            # Short sleeps: the watchdog's interrupt lands between them (one long sleep would
+            # hold it off until it ends).
+            for _ in range(1200):
+                time.sleep(0.1)
         return jit_step(state, batch)
     run.jitted["train"] = hangs_at_step_6
     with pytest.raises(KeyboardInterrupt):
