@@ -88,4 +88,4 @@ done
 
 step "tgg-convert export-hf, then transformers loads it"
 tgg-convert export-hf --checkpoint "$RUNS/stage3/checkpoints" --out "$ROOT/export"
-python -m tests.rehearsal.check "$ROOT"
+STEPS=$STEPS python -m tests.rehearsal.check "$ROOT"

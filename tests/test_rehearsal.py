@@ -11,7 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_rehearsal_from_raw_files_to_exported_weights(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "JAX_PLATFORMS": "cpu", "TGG_JAX_COMPILATION_CACHE": ""}
+           "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache")}  # not the user's home
     bin_dir = os.path.dirname(sys.executable)
     env["PATH"] = bin_dir + os.pathsep + env["PATH"]
     result = subprocess.run(["bash", os.path.join(REPO, "launch/rehearse.sh"), str(tmp_path)],

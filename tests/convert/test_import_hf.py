@@ -135,7 +135,7 @@ def jax_leaves(tree):
     return jax.tree.leaves(tree)
 
 
-def test_import_keeps_the_llms_tokenizer_for_export_and_predict(saved, tmp_path):
+def test_import_keeps_the_llms_tokenizer_for_export_and_predict(saved, tmp_path, capsys):
     """A Hugging Face LLM directory ships its tokenizer: import-hf keeps it (placeholders added)
     as CKPT/tokenizer, so export-hf and tgg-predict on the import need no --tokenizer."""
     import transformers
@@ -158,8 +158,10 @@ def test_import_keeps_the_llms_tokenizer_for_export_and_predict(saved, tmp_path)
     exported = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "export" / "llm"))
     assert exported.convert_tokens_to_ids(["<image>", "<object>"]) == [ref.IMAGE_ID, ref.OBJECT_ID]
     # Placeholder ids that disagree with the tokenizer stop the import before anything is written.
-    with pytest.raises(SystemExit, match="places <image>/<object> at 300/301"):
-        cli.main(["import-hf", "--llm", llm, "--clip", dirs["clip"], "--dinov2", dirs["dinov2"],
-                  "--image_token_id", "302", "--object_token_id", "303",
-                  "--out", str(tmp_path / "bad")])
+    assert cli.main(["import-hf", "--llm", llm, "--clip", dirs["clip"], "--dinov2", dirs["dinov2"],
+                     "--image_token_id", "302", "--object_token_id", "303",
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert "places <image>/<object> at 300/301" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "bad")
+    assert cli.main(["export-hf", "--checkpoint", str(tmp_path / "nowhere"),
+                     "--out", str(tmp_path / "e2")]) == 2

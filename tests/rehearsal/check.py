@@ -3,8 +3,10 @@ otherwise):
 
 - each stage changed exactly the parameters SPEC §3 trains (every trainable tensor moved, every
   frozen one bit-identical to where the stage started);
-- each stage started from the previous stage's last checkpoint (its preflight line says so, and
-  its frozen tensors equal that checkpoint's bit for bit);
+- each stage started from the previous stage's last checkpoint: its preflight line says so, its
+  frozen tensors equal that checkpoint's bit for bit, and no trainable tensor moved further than
+  AdamW can move it in the stage's steps (|update| <= ~lr per step; a tensor loaded from
+  anywhere else differs by far more);
 - every logged loss is finite;
 - every eval wrote its results;
 - the export loads in `transformers` and the tokenizer it carries holds the placeholders.
@@ -15,6 +17,7 @@ otherwise):
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import math
 import os
@@ -49,16 +52,28 @@ def params(path: str) -> dict[str, np.ndarray]:
     return dict(_flat(tree))
 
 
+def adam_reach(stage: str, steps: int) -> float:
+    """How far AdamW can move a parameter in `steps` steps of the stage's peak rate: each
+    bias-corrected step is at most ~lr (|m_hat| / sqrt(v_hat) <= ~1, weight decay 0); x 4 margin."""
+    lr = importlib.import_module(f"configs.{stage}").get_config("0.5b").lr
+    return 4 * steps * lr
+
+
 def check_stage(root: str, stage: str, start: str, trains: tuple[str, ...]) -> list[str]:
     before, after = params(os.path.join(root, start)), params(
         os.path.join(root, "runs", stage, "checkpoints"))
     assert before.keys() == after.keys(), f"{stage}: parameter names changed"
     problems = []
+    reach = adam_reach(stage, int(os.environ.get("STEPS", "3")))
     for name in sorted(after):
         same = np.array_equal(before[name], after[name])
         trainable = name.split(".")[0] in trains
         if trainable and same:
             problems.append(f"{stage}: trainable {name} did not change")
+        moved = float(np.max(np.abs(after[name] - before[name])))
+        if trainable and moved > reach:
+            problems.append(f"{stage}: {name} moved {moved:.3g}, more than {reach:.3g}: it did not "
+                            f"start from {start}")
         if not trainable and not same:
             problems.append(f"{stage}: frozen {name} changed")
     log = open(os.path.join(root, "logs", f"{stage}.log")).read()

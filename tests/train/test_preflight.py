@@ -61,7 +61,9 @@ def test_summary_of_a_good_run(setup, tmp_path):
     sizes = {k: sum(math.prod(np.shape(v)) for v in _leaves(params[k])) for k in params}
     assert summary.trainable == sizes["llm"] + sizes["projector"]  # SPEC §3: projector + LLM
     assert summary.frozen == sizes["clip"] + sizes["dinov2"]
-    assert (summary.steps, summary.epochs) == (6, 16.0)         # 6 steps x 8 / 3 examples
+    # Stage 2 packs: 8 rows of ~2.8 examples a step; 6 steps over 3 examples.
+    assert summary.steps == 6 and summary.epochs == pytest.approx(6 * 8 * 2.8 / 3)
+    assert "8 packed rows (~22.4 examples)" in preflight.render(summary)
     assert summary.datasets[0].examples == 3
     text = preflight.render(summary)
     assert "llava_conversations/image_box" in text and "100.0%" in text

@@ -13,6 +13,8 @@ import sys
 
 from absl import logging
 
+from tgg_jax.errors import UserError
+
 
 def _import(args) -> None:
     from tgg_jax.checkpoint import save_params
@@ -21,6 +23,8 @@ def _import(args) -> None:
     params, config = import_hf(args.llm, args.clip, args.dinov2, projector=args.projector,
                                seed=args.seed, object_pool=args.object_pool,
                                image_token_id=args.image_token_id, object_token_id=args.object_token_id)
+    if args.tokenizer and not os.path.isfile(os.path.join(args.tokenizer, "tokenizer.json")):
+        raise UserError(f"--tokenizer {args.tokenizer}: no tokenizer.json there")
     tokenizer = checked_tokenizer(args.tokenizer or args.llm, config)  # before anything is written
     save_params(args.out, params, config)
     if tokenizer is not None:
@@ -40,9 +44,9 @@ def checked_tokenizer(source: str, config):
         return None
     tokenizer = load_tokenizer(source)
     if (tokenizer.image_id, tokenizer.object_id) != (config.image_token_id, config.object_token_id):
-        raise SystemExit(f"tgg-convert: the tokenizer in {source} places <image>/<object> at "
-                         f"{tokenizer.image_id}/{tokenizer.object_id}, the checkpoint's config at "
-                         f"{config.image_token_id}/{config.object_token_id} (--image_token_id)")
+        raise UserError(f"the tokenizer in {source} places <image>/<object> at "
+                        f"{tokenizer.image_id}/{tokenizer.object_id}, the checkpoint's config at "
+                        f"{config.image_token_id}/{config.object_token_id} (--image_token_id)")
     return tokenizer
 
 
@@ -79,7 +83,12 @@ def main(argv=None) -> int:
     exp.set_defaults(fn=_export)
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except (UserError, FileNotFoundError, ValueError) as e:  # CheckpointError is a ValueError
+        # A wrong path or a checkpoint that is not what it should be: one line, exit 2.
+        print(f"tgg-convert: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,6 +27,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tgg_jax.errors import flag_error_message
 from tgg_jax.synth import annotations as annotations_lib
 from tgg_jax.synth import client as client_lib, detectors, merge as merge_lib, pipeline
 from tgg_jax.synth import prompts as prompts_lib, store
@@ -37,9 +38,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # tgg-synth's own flag set: the other CLIs (tgg-train, tgg-eval) also define --config and
 # --workdir, and a process (a test run, a notebook) may import several of them.
 FLAGS = flags.FlagValues()
-_CONFIG = config_flags.DEFINE_config_file("config", str(REPO / "configs/synth/default.py"),
-                                          "Synth config (configs/synth/default.py[:shapes]).",
-                                          flag_values=FLAGS)
+# No default in the flag: ml_collections would parse --config.* overrides from sys.argv at import,
+# where a typo is a traceback; run() supplies DEFAULT_CONFIG when --config is absent.
+DEFAULT_CONFIG = str(REPO / "configs/synth/default.py")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Synth config (default: "
+                                          "configs/synth/default.py; :shapes for the shapes "
+                                          "backend).", flag_values=FLAGS)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Store (shard JSONL files, summaries) and, by "
                                "default, the merged JSON files.", flag_values=FLAGS)
 _IMAGE_ROOT = flags.DEFINE_string("image_root", None, "Image folder (overrides config.image_root).",
@@ -228,7 +232,16 @@ def run(argv=None) -> None:
     def parse(args):
         if not flags.FLAGS.is_parsed():  # absl's own flags (logging) keep their defaults
             flags.FLAGS(args[:1])
-        return FLAGS(args)
+        if any(a in ("--help", "-h", "--helpfull", "--helpshort") for a in args[1:]):
+            print(__doc__ + "\n" + FLAGS.module_help(sys.modules[__name__]))
+            sys.exit(0)
+        if not any(a == "--config" or a.startswith("--config=") for a in args):
+            args = [args[0], f"--config={DEFAULT_CONFIG}", *args[1:]]
+        try:
+            return FLAGS(args)
+        except (flags.Error, AttributeError, KeyError, ValueError, OSError) as e:
+            print(f"tgg-synth: {flag_error_message(e, args)}", file=sys.stderr)
+            sys.exit(2)
 
     app.run(main, argv=argv if argv is not None else sys.argv, flags_parser=parse)
 

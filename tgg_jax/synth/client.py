@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import email.utils
+import http.client
 import json
 import os
 import random
@@ -176,7 +177,8 @@ class ChatClient:
                 try:
                     status, headers, data = await loop.run_in_executor(
                         self._pool, _post, self.url, body, self._headers, self.config.timeout_s)
-                except (OSError, urllib.error.URLError) as e:
+                except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
+                    # HTTPException: an answer cut short (IncompleteRead) or garbled status line.
                     status, headers, data = None, {}, b""
                     kind = _network_kind(e)
             if status == 200:

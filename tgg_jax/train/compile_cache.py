@@ -11,7 +11,8 @@ from absl import logging
 
 def enable(directory: str) -> str | None:
     """Cache compiled programs under `directory` ("" turns the cache off). Returns the directory
-    in use; one that JAX already has (JAX_COMPILATION_CACHE_DIR, or an earlier call) is kept."""
+    in use; one that JAX already has (JAX_COMPILATION_CACHE_DIR, or an earlier call) is kept.
+    Call it before anything compiles: JAX decides at its first compile whether to use a cache."""
     current = jax.config.jax_compilation_cache_dir
     if current:
         logging.info("compilation cache: %s", current)
@@ -22,7 +23,5 @@ def enable(directory: str) -> str | None:
     directory = os.path.abspath(os.path.expanduser(directory))
     os.makedirs(directory, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", directory)
-    # Programs that compile in under a second are not worth a disk round trip.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     logging.info("compilation cache: %s", directory)
     return directory

@@ -15,10 +15,13 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from tgg_jax.errors import RunStopped, UserError
+from tgg_jax.errors import RunStopped, UserError, flag_error_message
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config file.",
-                                          lock_config=True)
+# No default here: ml_collections would read --config.* overrides from sys.argv while this module
+# is imported, beyond parse_flags' reach; parse_flags supplies DEFAULT_CONFIG instead.
+DEFAULT_CONFIG = "configs/tiny.py"
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file (default: "
+                                          f"{DEFAULT_CONFIG}).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, eval output.")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False,
                                   "Compile the train step for the config's mesh and print per-device memory.")
@@ -101,26 +104,13 @@ def _user_error(message: str) -> None:
 def parse_flags(argv: list[str]) -> list[str]:
     """Parse the flags (and load the config file) up front, so that a mistyped config key or a
     bad config argument is one line (ml_collections' "did you mean" kept), not a traceback."""
+    app.define_help_flags()  # --help / --helpfull print the usage and exit 0
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        argv = [argv[0], f"--config={DEFAULT_CONFIG}", *argv[1:]]
     try:
         return flags.FLAGS(argv)
-    except flags.Error as e:
-        # A config file that raised: its exception's own line, not the traceback around it.
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        _user_error(f"{lines[0].split(':')[0]}: {lines[-1]}" if len(lines) > 1 else lines[0])
-    except (AttributeError, KeyError, ValueError) as e:
-        _user_error(unknown_key_message(e, argv))
-
-
-def unknown_key_message(error: Exception, argv: list[str]) -> str:
-    """ml_collections' error for an unknown --config.KEY as one line, its "did you mean" kept."""
-    while error.args and isinstance(error.args[0], Exception):
-        error = error.args[0]  # AttributeError(KeyError("'key'\nDid you mean ...?"))
-    text = str(error.args[0]) if error.args else str(error)
-    key, _, hint = text.partition("\n")
-    key = key.strip("'\"")
-    overrides = [a.split("=", 1)[0] for a in argv if a.startswith("--config.")]
-    culprit = next((o for o in overrides if o.endswith("." + key)), "--config")
-    return f"{culprit}: no config key {key!r}" + (f" ({hint.strip()})" if hint.strip() else "")
+    except (flags.Error, AttributeError, KeyError, ValueError, OSError) as e:
+        _user_error(flag_error_message(e, argv))
 
 
 def run() -> None:

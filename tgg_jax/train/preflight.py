@@ -23,7 +23,7 @@ from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer, tokenizer_dir_b
 from tgg_jax.errors import UserError
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
 from tgg_jax.train import state as state_lib
-from tgg_jax.train import trainer
+from tgg_jax.train import run_config, trainer
 from tgg_jax.train.optimizer import check_patterns, trainable_filter
 
 
@@ -98,7 +98,7 @@ def _init_from(config) -> str:
 
 def _tokenizer(config, workdir: str, init_from: str) -> TggTokenizer:
     saved = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "tokenizer")
-    if os.path.isfile(os.path.join(saved, "tokenizer.json")):
+    if run_config.has_checkpoint(workdir) and os.path.isfile(os.path.join(saved, "tokenizer.json")):
         source = saved
     elif config.data.tokenizer == "tiny":
         return None  # trained by the run itself from tgg_shapes text

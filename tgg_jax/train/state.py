@@ -25,14 +25,19 @@ from tgg_jax.convert.mapping import tgg_name
 RUN_OPTIONS = ("dtype", "param_dtype", "remat_policy", "initializer_range")
 
 
-def architecture_diff(a: TGGConfig, b: TGGConfig) -> list[str]:
+# A checkpoint's context length holds no weights: Qwen2.5's base and Instruct releases of one size
+# state different ones, and either fits the preset of that size.
+PRESET_IGNORED = ("max_position_embeddings",)
+
+
+def architecture_diff(a: TGGConfig, b: TGGConfig, ignore: tuple[str, ...] = ()) -> list[str]:
     """'field: a vs b' for every architecture field where two model configs differ."""
 
     def flat(d, prefix=""):
         for k, v in d.items():
             if isinstance(v, dict):
                 yield from flat(v, f"{prefix}{k}.")
-            elif k not in RUN_OPTIONS:
+            elif k not in RUN_OPTIONS and k not in ignore:
                 yield f"{prefix}{k}", v
 
     left, right = dict(flat(a.to_dict())), dict(flat(b.to_dict()))
@@ -75,7 +80,7 @@ def model_config(config, tokenizer) -> TGGConfig:
         path = checkpoint.resolve_checkpoint(config.init_from)
         cfg = checkpoint.load_config(path).replace(object_pool=m.object_pool)
         if m.preset:
-            diff = architecture_diff(preset_config(config, tokenizer), cfg)
+            diff = architecture_diff(preset_config(config, tokenizer), cfg, PRESET_IGNORED)
             if diff:
                 raise UserError(f"config.model.preset={m.preset!r} disagrees with init_from {path} "
                                 f"({'; '.join(diff[:3])}); set --config.model.preset='' to train "

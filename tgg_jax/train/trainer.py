@@ -110,7 +110,9 @@ def load_run_tokenizer(config, workdir: str):
     config.data.tokenizer, or ('') the one that came with config.init_from."""
     from tgg_jax.data.tokenizer import load_tokenizer, tokenizer_dir_beside
     saved = os.path.join(workdir, "tokenizer")
-    if os.path.isfile(os.path.join(saved, "tokenizer.json")):
+    # The saved one is the run's only once a checkpoint exists (a resume's config check compares
+    # the tokenizer); before that, a corrected config.data.tokenizer replaces it.
+    if run_config.has_checkpoint(workdir) and os.path.isfile(os.path.join(saved, "tokenizer.json")):
         return load_tokenizer(saved)
     if not config.data.tokenizer:
         if not config.init_from:

@@ -396,14 +396,16 @@ class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return result
 
     def _inputs(self) -> dict[str, Any]:
-        """What a build was made from: the raw folder and the builder config's own fields."""
+        """What a build was made from: the raw and image folders and the config's own fields."""
         config, fields = self.builder_config, {}
         if config is not None and dataclasses.is_dataclass(config):
             base = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
             fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
                       if f.name not in base}
         raw = str(epath.Path(self.raw_dir).resolve()) if self.raw_dir else None
-        return json.loads(json.dumps({"raw_dir": raw, "config": fields}, default=str))
+        images = str(epath.Path(self.image_root).resolve()) if self.image_root else None
+        return json.loads(json.dumps({"raw_dir": raw, "image_root": images, "config": fields},
+                                     default=str))
 
     def _check_same_inputs(self) -> None:
         """A finished build is reused only for the same inputs: another raw folder (or config
@@ -416,6 +418,10 @@ class RawDataBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if now["raw_dir"] is not None and saved.get("raw_dir") not in (None, now["raw_dir"]):
             raise UserError(f"{name} in {self.data_dir} was built from --raw_dir {saved['raw_dir']}, "
                             f"not {now['raw_dir']}; pass --overwrite to rebuild it from the new folder")
+        if saved.get("image_root") != now["image_root"]:
+            raise UserError(f"{name} in {self.data_dir} was built from --image_root "
+                            f"{saved.get('image_root')}, not {now['image_root']}; pass --overwrite "
+                            "to rebuild it from the new folder")
         changed = {k: (saved.get("config", {}).get(k), v) for k, v in now["config"].items()
                    if saved.get("config", {}).get(k, v) != v}
         if changed:
