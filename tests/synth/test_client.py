@@ -57,6 +57,16 @@ def test_faults_are_retried_and_counted():
     assert answers.times[1] - answers.times[0] >= 0.3
 
 
+def test_an_answer_cut_short_is_retried():
+    """The server announces a whole body and closes after 10 bytes (http.client.IncompleteRead):
+    a connection fault like any other, retried, never the end of the run."""
+    script = [Reply(200, b'{"choices": [{"message": {"content": "lost"}}]}', cut_after=10)]
+    with ChatServer(Scripted(script, lambda r: "fine")) as server:
+        text, stats = chat(mllm(server.base_url))
+    assert text == "fine"
+    assert stats.errors == {"connection": 1} and stats.requests == 2
+
+
 def test_retries_spent_is_a_counted_failure():
     with ChatServer(lambda r: Reply(503, b"{}")) as server:
         error, stats = chat(mllm(server.base_url, max_retries=2))

@@ -25,6 +25,7 @@ class Reply:
     body: bytes = b""
     headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
     hang_s: float = 0.0  # sleep this long before answering (a hung request)
+    cut_after: int = -1  # >= 0: announce the whole body, send this many bytes, close (cut short)
 
 
 def completion(text: str, model: str, prompt_bytes: int) -> bytes:
@@ -89,7 +90,11 @@ class ChatServer:
                     for key, value in reply.headers.items():
                         self.send_header(key, value)
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if reply.cut_after >= 0:
+                        self.wfile.write(reply.body[:reply.cut_after])
+                        self.close_connection = True
+                    else:
+                        self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout)
 
