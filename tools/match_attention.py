@@ -15,7 +15,7 @@ checkpoint or trainer step directory), per decoder layer, on tgg_shapes test yes
 
     python tools/match_attention.py --tokenizer runs/tiny/tokenizer runs/tiny/checkpoints/600
 
-Cells are the pooled image tokens; a shape owns a cell as in `tgg_jax/train/tower_align.py`.
+Cells are the pooled image tokens; a shape owns a cell as in `tgg_jax/tiny/tower_align.py`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tgg_jax.data.template import encode_conversation  # noqa: E402
 from tgg_jax.data.tokenizer import load_tokenizer  # noqa: E402
 from tgg_jax.inference import prompt_inputs  # noqa: E402
 from tgg_jax.predict import example_spec, load_model  # noqa: E402
-from tgg_jax.train.tower_align import cell_owners  # noqa: E402
+from tgg_jax.tiny.tower_align import cell_owners  # noqa: E402
 
 
 def main() -> None:

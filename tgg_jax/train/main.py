@@ -16,6 +16,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from tgg_jax.errors import RunStopped, UserError
+from tgg_jax.train import hooks
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config file.",
                                           lock_config=True)
@@ -67,9 +68,8 @@ def main(argv) -> None:
         return
     run = trainer.setup(config, _WORKDIR.value)
     last = trainer.train(run)
-    if config.final_eval.enabled and int(run.state.step) >= run.total_steps:
-        from tgg_jax.train.final_eval import evaluate_run
-        evaluate_run(run)
+    if config.final_eval.fn and int(run.state.step) >= run.total_steps:
+        hooks.resolve(config.final_eval.fn, "final_eval.fn")(run)
     logging.info("done: %s", last)
 
 

@@ -18,15 +18,16 @@ import time
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from tgg_jax import checkpoint, sharding
 from tgg_jax.data import pipeline
+from tgg_jax.data.tokenizer import load_tokenizer, tokenizer_dir_beside
 from tgg_jax.errors import RunStopped, UserError
 from tgg_jax.models.tgg import TGGConfig, count_params
-from tgg_jax.train import compile_cache, history, run_config
+from tgg_jax.train import compile_cache, history, hooks, run_config
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
-from tgg_jax.train import tower_align
 from tgg_jax.train.checkpointing import Checkpointer
 from tgg_jax.train.metrics import Reporter, peak_flops_per_device, train_flops_per_step
 from tgg_jax.train.step import TrainState, check_loss_normalization, make_eval_step, make_train_step
@@ -68,13 +69,11 @@ def validate(config, num_devices: int | None = None, process_count: int | None =
     if max(config.data.buckets) > config.data.max_length:
         raise ValueError("config.data.buckets exceed config.data.max_length")
     check_loss_normalization(config.loss_normalization, "config.loss_normalization")
-    if config.tower_align.steps > 0:
-        if config.model.preset != "tiny":
-            raise ValueError("config.tower_align is for the from-scratch tiny model; the "
-                             f"{config.model.preset} preset imports pretrained towers")
-        if config.init_from:
-            raise ValueError("config.tower_align starts the model itself; it cannot be combined "
-                             f"with config.init_from ({config.init_from})")
+    hooks.check(config)
+    if config.init_hook and config.init_from:
+        raise ValueError(f"config.init_hook ({config.init_hook}) starts the model itself; it cannot "
+                         f"be combined with config.init_from ({config.init_from}): set "
+                         "--config.init_hook='' to start from init_from")
     if config.loss_chunk and any(b % config.loss_chunk for b in config.data.buckets):
         raise ValueError(f"every bucket must be a multiple of config.loss_chunk {config.loss_chunk}")
 
@@ -101,8 +100,8 @@ class Run:
 
 def load_run_tokenizer(config, workdir: str):
     """The run's tokenizer, saved in the workdir so eval and predict use the same one:
-    config.data.tokenizer, or ('') the one that came with config.init_from."""
-    from tgg_jax.data.tokenizer import load_tokenizer, tokenizer_dir_beside
+    config.data.tokenizer (a directory, or a function that makes one: train/hooks.py), or ('')
+    the one that came with config.init_from."""
     saved = os.path.join(workdir, "tokenizer")
     if os.path.isfile(os.path.join(saved, "tokenizer.json")):
         return load_tokenizer(saved)
@@ -111,10 +110,8 @@ def load_run_tokenizer(config, workdir: str):
             raise UserError("config.data.tokenizer is '' and there is no config.init_from to take "
                             "it from: set --config.data.tokenizer=DIR")
         tok = load_tokenizer(tokenizer_dir_beside(checkpoint.resolve_checkpoint(config.init_from)))
-    elif config.data.tokenizer == "tiny":
-        from tgg_jax.data.builders.tgg_shapes import tokenizer_corpus
-        from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
-        tok = train_tiny_tokenizer(tokenizer_corpus(), vocab_size=512)
+    elif hooks.is_hook(config.data.tokenizer):
+        tok = hooks.resolve(config.data.tokenizer, "data.tokenizer")(config)
     else:
         tok = load_tokenizer(os.path.expanduser(config.data.tokenizer))
     if jax.process_index() == 0:
@@ -155,7 +152,7 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     optimizer = opt_lib.make_optimizer(config)
     schedule = opt_lib.learning_rate_schedule(config)
     graphdef, abstract, init = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed,
-                                                      mimetic_gain=config.model.mimetic_gain)
+                                                      state_lib.param_init(config))
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                 every_steps=config.checkpoint.every_steps,
@@ -167,7 +164,7 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     data_iter = None
     if with_data:
         data_dir = os.path.expanduser(config.data.data_dir)
-        ensure_builtin_data(config, data_dir)
+        prepare_data(config, data_dir)
         per_host = config.batch_size // jax.process_count()
         data_iter = pipeline.make_train_iterator(
             [tuple(m) for m in config.data.mixture], data_dir=data_dir, tokenizer=tokenizer, spec=spec,
@@ -176,28 +173,28 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     if checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore(state, data_iter)
         logging.info("resumed from step %d", int(state.step))
-    elif config.init_from or config.tower_align.steps > 0:
-        path = (checkpoint.resolve_checkpoint(config.init_from) if config.init_from
-                else tower_align.ensure_aligned(config, workdir, tokenizer, model_cfg))
-        state = state_lib.load_init_from(state, path, shardings, model_cfg)
-        logging.info("initialised parameters from %s", path)
+    else:
+        path = None
+        if config.init_from:
+            path = checkpoint.resolve_checkpoint(config.init_from)
+        elif config.init_hook:
+            path = hooks.resolve(config.init_hook, "init_hook")(config, workdir, tokenizer, model_cfg)
+        if path:
+            state = state_lib.load_init_from(state, path, shardings, model_cfg)
+            logging.info("initialised parameters from %s", path)
     return Run(config, workdir, tokenizer, model_cfg, mesh, graphdef, state, shardings, optimizer,
                schedule, checkpointer, data_iter, steps, spec)
 
 
-def ensure_builtin_data(config, data_dir: str) -> None:
-    """The embedded default needs nothing but the repository: build tgg_shapes if it is missing."""
-    names = {m[0] for m in config.data.mixture} | {e[0] for e in config.data.eval}
-    if config.final_eval.enabled:
-        names.add(config.final_eval.dataset)
+def prepare_data(config, data_dir: str) -> None:
+    """config.data.prepare (e.g. generating datasets that need no raw files) on process 0; the
+    other processes wait for it."""
+    if not config.data.prepare:
+        return
     if jax.process_index() == 0:
-        from tgg_jax.data.builders.tgg_shapes import ensure_built
-        for name in sorted(names):
-            if name.split("/")[0] == "tgg_shapes":
-                ensure_built(data_dir, name.split("/")[1] if "/" in name else "default")
+        hooks.resolve(config.data.prepare, "data.prepare")(config, data_dir)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("tgg_shapes built")
+        multihost_utils.sync_global_devices("config.data.prepare")
 
 
 class PreemptionGuard:
@@ -219,7 +216,6 @@ class PreemptionGuard:
     def requested(self) -> bool:
         if jax.process_count() == 1:
             return self._signalled
-        from jax.experimental import multihost_utils
         return bool(np.max(multihost_utils.process_allgather(np.int32(self._signalled))))
 
     def restore(self):

@@ -111,14 +111,3 @@ def ensure_built(data_dir: epath.PathLike, config: str = "default") -> TggShapes
         builder.download_and_prepare()
     return builder
 
-
-def tokenizer_corpus(count: int = 2000, seed: int = 0) -> list[str]:
-    """Texts to train the tiny tokenizer on: the turns of the first `count` train records (no
-    images drawn), every attribute phrase, and the chat template's system prompt."""
-    from tgg_jax.data.template import SYSTEM_PROMPT
-
-    texts = [turn["value"]
-             for i in range(count)
-             for turn in shapes.make_record(seed, "train", i, multi_turn=0.25,
-                                            render=False)["conversations"]]
-    return texts + shapes.vocabulary_phrases() + [SYSTEM_PROMPT]

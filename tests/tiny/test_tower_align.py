@@ -15,8 +15,9 @@ from tgg_jax import checkpoint
 from tgg_jax.convert.mapping import tgg_name
 from tgg_jax.data import shapes
 from tgg_jax.models.tgg import TinyGroundingGPT
+from tgg_jax.tiny import tower_align
 from tgg_jax.train import state as state_lib
-from tgg_jax.train import tower_align, trainer
+from tgg_jax.train import trainer
 from tests.train.test_trainer import data_dir, params_of, small_config  # noqa: F401  (fixture)
 
 
@@ -207,3 +208,10 @@ def test_trainer_starts_from_the_aligned_checkpoint_and_reuses_it(data_dir, tmp_
     monkeypatch.setattr(tower_align, "align", must_not_align)
     again = params_of(trainer.setup(config, workdir, with_data=False))
     np.testing.assert_array_equal(again["projector.linear_1.kernel"], started["projector.linear_1.kernel"])
+
+
+def test_stage0_is_for_the_tiny_preset_only(data_dir):  # noqa: F811
+    config = small_config(data_dir, **{"tower_align.steps": 5, "model.preset": "3b"})
+    with pytest.raises(ValueError, match="tower_align is for the from-scratch tiny"):
+        tower_align.check(config)
+    tower_align.check(small_config(data_dir, **{"tower_align.steps": 5}))

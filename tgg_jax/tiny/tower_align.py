@@ -20,8 +20,9 @@ Why: without image tokens in the word space the tiny model stays at chance on ye
 CPU-sized run; with them (2000 steps) the tiny default answers 0.84 of the held-out yes/no
 questions (docs/tiny_model.md).
 
-`ensure_aligned` runs it once per workdir and saves a parameter checkpoint (WORKDIR/aligned) the
-trainer then starts from, like `init_from`; a resumed run skips it.
+`ensure_aligned`, the tiny configs' config.init_hook, runs it once per workdir and saves a
+parameter checkpoint (WORKDIR/aligned) the trainer then starts from, like `init_from`; a resumed
+run skips it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
 
+PRESET = "tgg_jax.tiny.model:preset"  # config.model.preset of the tiny configs
 ALIGNED_DIR = "aligned"
 REPORT_FILE = "tower_align.json"  # inside ALIGNED_DIR: the stage's metrics and seconds
 BACKGROUND = ","
@@ -260,12 +262,23 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     return {**{f"{k}_before": v for k, v in before.items()}, **result}
 
 
-def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str:
-    """WORKDIR/aligned, the stage-0 parameter checkpoint; trained first when it is not there.
+def check(config) -> None:
+    """Stage 0 trains towers from scratch: only the tiny preset has such towers."""
+    if config.tower_align.steps > 0 and config.model.preset != PRESET:
+        raise ValueError("config.tower_align is for the from-scratch tiny model; the "
+                         f"{config.model.preset} preset imports pretrained towers")
+
+
+def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str | None:
+    """config.init_hook of the tiny configs: WORKDIR/aligned, the stage-0 parameter checkpoint,
+    trained first when it is not there; None (a fresh start) when config.tower_align.steps is 0.
 
     The model starts as the trainer's fresh state would (`state.fresh_model`), and the whole
     checkpoint is loaded, so the LLM the main stage sees is the one whose embeddings the towers
     were aligned to."""
+    check(config)
+    if config.tower_align.steps <= 0:
+        return None
     out = os.path.join(workdir, ALIGNED_DIR)
     if os.path.isfile(os.path.join(out, checkpoint.CONFIG_FILE)):
         return out
@@ -276,7 +289,7 @@ def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str
     logging.info("tower alignment (stage 0): %d steps of %d scenes into %s", a.steps, a.batch_size, out)
     # Towers unfrozen for this stage only; the parameters start as the trainer's would.
     model = state_lib.fresh_model(model_cfg.replace(freeze_towers=False), config.seed,
-                                  config.model.mimetic_gain)
+                                  state_lib.param_init(config))
     start = time.time()
     metrics = align(model, tokenizer, steps=a.steps, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
                     size_word=a.size_word, box_code=a.box_code, box_weight=a.box_weight,
