@@ -53,7 +53,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from tgg_jax.data.shapes import yesno_target  # noqa: E402
+from tgg_jax.data.shape_tasks import yesno_target  # noqa: E402
 from tgg_jax.models import qwen2  # noqa: E402
 from tgg_jax.models.projector import Projector  # noqa: E402
 from tgg_jax.tiny.model import mimetic_init  # noqa: E402

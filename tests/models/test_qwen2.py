@@ -18,9 +18,10 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from tgg_jax import sharding
-from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into, tgg_name
+from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.convert.qwen2_map import QWEN2_TABLE, qwen2_table
 from tgg_jax.models import qwen2
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.qwen2 import Qwen2, Qwen2Config
 
 VOCAB = 320

@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from tests import tiny_run
-from tgg_jax.convert.mapping import tgg_name
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

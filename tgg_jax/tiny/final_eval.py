@@ -1,6 +1,7 @@
-"""After training the tiny model (config.final_eval.fn of the tiny configs): score the held-out split against baselines computed by the
-same evaluator on the same records, measure per task how much the answers rely on the global
-image (loss with the own image vs another record's), and leave pictures (boxes, training curves).
+"""After training the tiny model (config.final_eval.fn of the tiny configs): score the held-out
+split against baselines computed by the same evaluator on the same records, measure per task how
+much the answers rely on the global image (loss with the own image vs another record's), and
+leave pictures (boxes, training curves).
 
 Writes WORKDIR/eval/metrics.json, WORKDIR/eval/examples/*.png and WORKDIR/eval/training_curves.png.
 """

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from tgg_jax.data.shapes import make_record, vocabulary_phrases
-from tgg_jax.data.template import SYSTEM_PROMPT
-from tgg_jax.data.tokenizer import ENDOFTEXT, IM_END, IM_START, IMAGE_TOKEN, OBJECT_TOKEN, \
-    TggTokenizer
+from tgg_jax.data.shape_tasks import vocabulary_phrases
+from tgg_jax.data.shapes import make_record
+from tgg_jax.data.tokenizer import ENDOFTEXT, IM_END, IM_START, TggTokenizer
+from tgg_jax.spec import IMAGE_TOKEN, OBJECT_TOKEN, SYSTEM_PROMPT
 
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, IMAGE_TOKEN, OBJECT_TOKEN)
 VOCAB_SIZE = 512  # at most; the corpus below gives 431 entries

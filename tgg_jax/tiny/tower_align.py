@@ -42,7 +42,7 @@ from absl import logging
 from flax import nnx
 
 from tgg_jax import checkpoint
-from tgg_jax.data import shapes
+from tgg_jax.data import shape_render, shape_scenes
 from tgg_jax.data.coords import pad_offset, pixel_to_square
 from tgg_jax.data.preprocess import crop_object, preprocess_image
 from tgg_jax.evals.rec import box_iou
@@ -63,14 +63,15 @@ NO_WORD = ""  # a target slot with no word (a crop's size: a zoomed crop shows n
 def word_ids(tokenizer) -> dict[str, tuple[int, ...]]:
     """Token ids of every colour, kind and size word as it appears inside a question (after a
     space), of the background marker, and NO_WORD (no ids); padded with -1 to one length."""
-    ids = {w: tokenizer.encode(" " + w) for w in (*shapes.KINDS, *shapes.COLORS, *shapes.SIZES)}
+    words = (*shape_scenes.KINDS, *shape_scenes.COLORS, *shape_scenes.SIZES)
+    ids = {w: tokenizer.encode(" " + w) for w in words}
     ids[BACKGROUND] = tokenizer.encode(BACKGROUND)
     ids[NO_WORD] = []
     longest = max(len(v) for v in ids.values())
     return {w: tuple(v) + (-1,) * (longest - len(v)) for w, v in ids.items()}
 
 
-def cell_owners(scene: shapes.Scene, grid: int) -> np.ndarray:
+def cell_owners(scene: shape_scenes.Scene, grid: int) -> np.ndarray:
     """[grid²] the index of the shape each cell of the pooled token grid shows, or -1.
 
     The image is padded to a square (SPEC §2) before the grid is laid over it. A shape claims
@@ -109,12 +110,12 @@ def draw_batch(rng: np.random.Generator, n: int, words: dict, grid: int, size: i
     background = (words[BACKGROUND],) * nwords
     own_boxes = cell_boxes(grid)
 
-    def named(s: shapes.Shape, shown_size: bool) -> tuple:
+    def named(s: shape_scenes.Shape, shown_size: bool) -> tuple:
         return ((words[s.color], words[s.kind], words[s.size if shown_size else NO_WORD])[:nwords])
 
     for _ in range(n):
-        scene = shapes.sample_scene(rng)
-        img = shapes.render_scene(scene).convert("RGB")
+        scene = shape_scenes.sample_scene(rng)
+        img = shape_render.render_scene(scene).convert("RGB")
         images.append(preprocess_image(img, size))
         owners = cell_owners(scene, grid)
         image_words.append([named(scene.shapes[o], True) if o >= 0 else background for o in owners])
@@ -212,7 +213,7 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
         optimizer.update(model, grads)
         return loss
 
-    colours = jnp.array([words[c] for c in shapes.COLORS])
+    colours = jnp.array([words[c] for c in shape_scenes.COLORS])
 
     @nnx.jit
     def evaluate(model, images, crops, image_words, crop_words, image_boxes):

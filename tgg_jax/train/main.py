@@ -12,11 +12,14 @@ import logging as pylogging
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tgg_jax import distributed
 from tgg_jax.errors import RunStopped, UserError
-from tgg_jax.train import hooks
+from tgg_jax.train import hooks, preflight, trainer
+from tgg_jax.train.plan import compile_only
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Training config file.",
                                           lock_config=True)
@@ -41,26 +44,20 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Run the CPU as this many 
 
 def initialize_distributed() -> None:
     """jax.distributed from flags, or automatically under SLURM / on TPU / with JAX_COORDINATOR_ADDRESS."""
-    from tgg_jax import distributed
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 def main(argv) -> None:
     del argv
-    from tgg_jax import distributed
     config = _CONFIG.value
     distributed.use_cpu_devices(_CPU_DEVICES.value or config.cpu_devices)
     initialize_distributed()
     if _COMPILE_ONLY.value:
-        from tgg_jax.train.plan import compile_only
         report = compile_only(config, _TOPOLOGY.value, _TARGET_CONFIG.value)
         print(json.dumps(report, indent=1))
         return
     if not _WORKDIR.value:
         raise UserError("--workdir is required")
-    import jax
-
-    from tgg_jax.train import preflight, trainer
     summary = preflight.run_preflight(config, _WORKDIR.value)
     if jax.process_index() == 0:
         print(preflight.render(summary), flush=True)

@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tgg_jax import sharding
 from tgg_jax.data.packing import default_packing_spec
-from tgg_jax.models.tgg import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
+from tgg_jax.spec import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
 from tgg_jax.train import hooks
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
@@ -24,8 +24,10 @@ from tgg_jax.train.trainer import example_spec, total_steps, validate
 # autotuned run by a GEMM workspace (MiB, not GiB).
 GPU_AOT_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
-# Stands in for the tokenizer of a real preset: only its placeholder ids matter here.
-_QWEN_IDS = types.SimpleNamespace(image_id=IMAGE_TOKEN_ID, object_id=OBJECT_TOKEN_ID, vocab_size=151665)
+# Stands in for the tokenizer of a real preset: only its placeholder ids matter here (Qwen2.5's
+# entries end just below the first of them).
+_QWEN_IDS = types.SimpleNamespace(image_id=IMAGE_TOKEN_ID, object_id=OBJECT_TOKEN_ID,
+                                  vocab_size=IMAGE_TOKEN_ID)
 
 
 def abstract_batch(config, model_cfg, mesh) -> dict:

@@ -17,10 +17,10 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from tgg_jax import checkpoint
-from tgg_jax.convert.mapping import tgg_name
 from tgg_jax.data import builders
 from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer, tokenizer_dir_beside
 from tgg_jax.errors import UserError
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
 from tgg_jax.train import hooks
 from tgg_jax.train import state as state_lib

@@ -18,6 +18,7 @@ import os
 
 from absl import logging
 
+from tgg_jax.checkpoint import CONFIG_FILE as MODEL_FILE
 from tgg_jax.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -122,7 +123,6 @@ def check_resume(config, workdir: str) -> list[str]:
 def check_model_config(model_cfg, checkpoints_dir: str) -> None:
     """The model a resume builds against checkpoints/tgg_config.json (also for workdirs written
     before config.json existed); dtype and recomputation may differ."""
-    from tgg_jax.checkpoint import CONFIG_FILE as MODEL_FILE
     path = os.path.join(checkpoints_dir, MODEL_FILE)
     if not os.path.isfile(path) or not has_checkpoint(os.path.dirname(checkpoints_dir)):
         return

@@ -13,13 +13,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tgg_jax import checkpoint
 from tgg_jax.errors import UserError
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.tgg import PRESETS, TGGConfig, TinyGroundingGPT, with_dtype
 from tgg_jax.sharding import state_shardings
 from tgg_jax.train import hooks
 from tgg_jax.train.checkpointing import split_like
 from tgg_jax.train.optimizer import check_patterns, trainable_filter
 from tgg_jax.train.step import TrainState
-from tgg_jax.convert.mapping import tgg_name
 
 
 # Fields that say how a model computes, not what it is: a run may choose them for itself.

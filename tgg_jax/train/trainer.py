@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 
 from tgg_jax import checkpoint, sharding
 from tgg_jax.data import pipeline
+from tgg_jax.data.example_spec import ExampleSpec, for_model
 from tgg_jax.data.tokenizer import load_tokenizer, tokenizer_dir_beside
 from tgg_jax.errors import RunStopped, UserError
 from tgg_jax.models.tgg import TGGConfig, count_params
@@ -93,7 +94,7 @@ class Run:
     checkpointer: Checkpointer
     data_iter: object
     total_steps: int
-    example_spec: pipeline.ExampleSpec
+    example_spec: ExampleSpec
     jitted: dict = dataclasses.field(default_factory=dict)
     preempted: bool = False  # set when train() stopped on SIGTERM
 
@@ -119,13 +120,11 @@ def load_run_tokenizer(config, workdir: str):
     return tok
 
 
-def example_spec(config, model_cfg: TGGConfig) -> pipeline.ExampleSpec:
-    return pipeline.ExampleSpec(image_size=model_cfg.image_size, image_tokens=model_cfg.image_tokens,
-                                object_tokens=model_cfg.object_tokens, max_length=config.data.max_length,
-                                max_objects=config.data.max_objects,
-                                object_margin=config.data.object_margin,
-                                object_jitter=config.data.object_jitter,
-                                alpha=config.data.get("alpha", "drop"))
+def example_spec(config, model_cfg: TGGConfig) -> ExampleSpec:
+    """The run's examples: the model's, at config.data's length, objects and crop margins."""
+    return for_model(model_cfg, max_length=config.data.max_length,
+                     max_objects=config.data.max_objects, object_margin=config.data.object_margin,
+                     object_jitter=config.data.object_jitter, alpha=config.data.get("alpha", "drop"))
 
 
 def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
