@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 
 from configs.common import LLM_AND_PROJECTOR
 from tgg_jax.convert.import_hf import import_hf
-from tgg_jax.data.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PAD_FILL
 from tgg_jax.models.tgg import TinyGroundingGPT, with_dtype
+from tgg_jax.spec import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PAD_FILL
 
 
 @dataclasses.dataclass(frozen=True)

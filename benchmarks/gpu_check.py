@@ -151,7 +151,7 @@ def torch_parts(config):
     import torch
     import transformers
 
-    from tgg_jax.data.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PAD_FILL
+    from tgg_jax.spec import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PAD_FILL
     from tgg_jax.torch.model import TGGExportConfig, TinyGroundingGPT, mlp2x_gelu
 
     llm = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**config.llm.to_hf_dict(),

@@ -43,11 +43,11 @@ import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from tgg_jax.data import packing, pipeline  # noqa: E402
-from tgg_jax.data.preprocess import CLIP_MEAN, CLIP_STD  # noqa: E402
-from tgg_jax.data.template import SYSTEM_PROMPT  # noqa: E402
-from tgg_jax.data.tokenizer import IMAGE_TOKEN, OBJECT_TOKEN, load_tokenizer  # noqa: E402
+from tgg_jax.data.example_spec import ExampleSpec  # noqa: E402
+from tgg_jax.data.tokenizer import load_tokenizer  # noqa: E402
+from tgg_jax.spec import CLIP_MEAN, CLIP_STD, IMAGE_TOKEN, OBJECT_TOKEN, SYSTEM_PROMPT  # noqa: E402
 
-SPEC = pipeline.ExampleSpec(image_size=336, image_tokens=576, object_tokens=144, max_length=2048,
+SPEC = ExampleSpec(image_size=336, image_tokens=576, object_tokens=144, max_length=2048,
                             max_objects=4, object_margin=0.1, object_jitter=0.2)
 WORDS = ("the a man woman person dog cat car bus table chair red blue green white black small "
          "large wooden standing sitting holding looking near behind front left right of on in with "

@@ -37,7 +37,8 @@ import grain  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tgg_jax.data import packing  # noqa: E402
-from tgg_jax.data.pipeline import ExampleSpec, bucket_length  # noqa: E402
+from tgg_jax.data.example_spec import ExampleSpec  # noqa: E402
+from tgg_jax.data.pipeline import bucket_length  # noqa: E402
 
 SYSTEM_AND_FIRST_TURN, NEXT_TURN, IMAGE, OBJECT = 21, 10, 577, 576
 MAX_LENGTH, BUCKETS, MAX_OBJECTS = 2048, (512, 1024, 2048), 4

@@ -37,8 +37,9 @@ def main() -> None:
     from flax import nnx
 
     from tgg_jax.evals import shapes as shapes_eval
-    from tgg_jax.train import tower_align, trainer
-    from tgg_jax.train.final_eval import load_records, predict
+    from tgg_jax.tiny import tower_align
+    from tgg_jax.tiny.final_eval import evaluate_run, load_records, predict
+    from tgg_jax.train import trainer
 
     spec = importlib.util.spec_from_file_location("tiny_config", args.config)
     module = importlib.util.module_from_spec(spec)
@@ -104,7 +105,6 @@ def main() -> None:
     fig.savefig(out, dpi=100)
     print(f"wrote {curve_file} and {out}")
     if config.final_eval.enabled:  # the main command's evaluation: yes/no, baselines, pictures
-        from tgg_jax.train.final_eval import evaluate_run
         evaluate_run(run)
 
 

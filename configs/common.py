@@ -22,45 +22,23 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = ml_collections.ConfigDict()
-    c.model.preset = "3b"              # "1.5b", "3b", "7b", "tiny", or "" (init_from's model)
+    c.model.preset = "3b"              # "1.5b", "3b", "7b", "" (init_from's model), or a function
+                                       # "package.module:function" (tgg_jax/train/hooks.py)
     c.model.dtype = "bfloat16"         # compute dtype; parameters and optimiser state stay fp32
     c.model.remat_policy = "full"      # none | full | dots | save_attn_mlp_out
     c.model.object_pool = 1            # 2 -> 144 tokens per <object>
-    # Only read by the "tiny" preset.
-    c.model.image_pool = 1             # k x k pooled global image (the real presets keep 576 tokens)
-    c.model.hidden_size = 128
-    c.model.intermediate_size = 384
-    c.model.num_layers = 4
-    c.model.num_heads = 4
-    c.model.num_kv_heads = 2
-    c.model.vision_width = 64
-    c.model.vision_layers = 2
-    c.model.vision_heads = 4
-    c.model.patch_size = 14
-    c.model.image_size = 336
-    c.model.freeze_towers = True       # tiny only: False trains its from-scratch towers
-    c.model.init_std = 0.02            # tiny only: N(0, std) for the LLM's and projector's weights
-    c.model.mimetic_gain = 0.0         # tiny only: > 0 starts query heads as their key heads
+    c.model.param_init = ""            # a function changing the fresh model in place (hooks.py)
 
     c.init_from = ""                   # previous stage's checkpoint (or tgg-convert import-hf output)
-    # Tiny only, stage 0: > 0 first aligns the from-scratch towers and projector to the LLM's word
-    # embeddings for this many steps (tgg_jax/train/tower_align.py) and starts from the result.
-    c.tower_align = ml_collections.ConfigDict()
-    c.tower_align.steps = 0
-    c.tower_align.lr = 2e-3
-    c.tower_align.batch_size = 32
-    c.tower_align.seed = 0             # its scene stream (the model starts from config.seed)
-    c.tower_align.size_word = False    # targets name the size word too ("small", ...)
-    c.tower_align.box_code = 0.0       # > 0: image tokens also carry their shape's box (scale)
-    c.tower_align.box_weight = 1.0     # the box code's error weighs this many times a word's
-    c.tower_align.clip_norm = 0.0      # > 0: gradients clipped to this global norm
-    c.tower_align.decay_ratio = 0.0    # > 0: lr held, then a cosine to 0 over this last part
+    c.init_hook = ""                   # a function run before step 0 of a fresh run that may give
+                                       # the parameters to start from (hooks.py; not with init_from)
     c.trainable = LLM_AND_PROJECTOR    # regexes over parameter names; the towers never train
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = "~/tensorflow_datasets"
-    c.data.tokenizer = ""              # HF tokenizer dir, "tiny" (trained on tgg_shapes), or ""
-                                       # (the one beside init_from)
+    c.data.tokenizer = ""              # HF tokenizer dir, a function that makes one (hooks.py), or
+                                       # "" (the one beside init_from)
+    c.data.prepare = ""                # a function run on process 0 before data is read (hooks.py)
     c.data.mixture = ()                # ((dataset, split, weight), ...)
     c.data.max_length = 2048
     c.data.buckets = (512, 1024, 2048)
@@ -116,13 +94,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.peak_flops_per_device = 0.0      # 0: look up by device kind (MFU is NaN when unknown)
 
     c.final_eval = ml_collections.ConfigDict()
-    c.final_eval.enabled = False       # generate on a held-out split and score it (tiny default)
-    c.final_eval.dataset = "tgg_shapes"
-    c.final_eval.split = "test"
-    c.final_eval.examples = 0
-    c.final_eval.batch_size = 32
-    c.final_eval.max_new_tokens = 32
-    c.final_eval.images_to_draw = 8
+    c.final_eval.fn = ""               # a function of the finished run (hooks.py)
     return c
 
 

@@ -9,13 +9,63 @@ minutes), then 600 steps train the LLM alone on a yes/no-heavy mixture. The meas
 each setting: docs/tiny_model.md.
 """
 
+import ml_collections
+
 from configs import common
+
+
+def add_tiny_keys(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The tiny model's own keys (read by tgg_jax/tiny/), with the functions of tgg_jax/tiny/ at
+    the trainer's extension points (tgg_jax/train/hooks.py)."""
+    c.model.preset = "tgg_jax.tiny.model:preset"          # tgg_tiny() sized by the keys below
+    c.model.param_init = "tgg_jax.tiny.model:param_init"  # mimetic attention (mimetic_gain)
+    c.model.image_pool = 1             # k x k pooled global image (the real presets keep 576 tokens)
+    c.model.hidden_size = 128
+    c.model.intermediate_size = 384
+    c.model.num_layers = 4
+    c.model.num_heads = 4
+    c.model.num_kv_heads = 2
+    c.model.vision_width = 64
+    c.model.vision_layers = 2
+    c.model.vision_heads = 4
+    c.model.patch_size = 14
+    c.model.image_size = 336
+    c.model.freeze_towers = True       # False trains its from-scratch towers
+    c.model.init_std = 0.02            # N(0, std) for the LLM's and projector's weights
+    c.model.mimetic_gain = 0.0         # > 0 starts query heads as their key heads
+
+    # Stage 0: > 0 first aligns the from-scratch towers and projector to the LLM's word
+    # embeddings for this many steps (tgg_jax/tiny/tower_align.py) and starts from the result.
+    c.init_hook = "tgg_jax.tiny.tower_align:ensure_aligned"
+    c.tower_align = ml_collections.ConfigDict()
+    c.tower_align.steps = 0
+    c.tower_align.lr = 2e-3
+    c.tower_align.batch_size = 32
+    c.tower_align.seed = 0             # its scene stream (the model starts from config.seed)
+    c.tower_align.size_word = False    # targets name the size word too ("small", ...)
+    c.tower_align.box_code = 0.0       # > 0: image tokens also carry their shape's box (scale)
+    c.tower_align.box_weight = 1.0     # the box code's error weighs this many times a word's
+    c.tower_align.clip_norm = 0.0      # > 0: gradients clipped to this global norm
+    c.tower_align.decay_ratio = 0.0    # > 0: lr held, then a cosine to 0 over this last part
+
+    c.data.tokenizer = "tgg_jax.tiny.tokenizer:make"  # byte-level BPE on tgg_shapes text, 512 entries
+    c.data.prepare = "tgg_jax.tiny.data:ensure_built"  # tgg_shapes generated on first use
+
+    # Generate on a held-out split and score it against baselines (tgg_jax/tiny/final_eval.py).
+    c.final_eval.fn = "tgg_jax.tiny.final_eval:evaluate_run"
+    c.final_eval.enabled = False
+    c.final_eval.dataset = "tgg_shapes"
+    c.final_eval.split = "test"
+    c.final_eval.examples = 0
+    c.final_eval.batch_size = 32
+    c.final_eval.max_new_tokens = 32
+    c.final_eval.images_to_draw = 8
+    return c
 
 
 def get_config(arg: str = ""):
     del arg
-    c = common.get_base_config()
-    c.model.preset = "tiny"
+    c = add_tiny_keys(common.get_base_config())
     c.model.dtype = "float32"          # CPUs have no fast bf16 matmul
     c.model.remat_policy = "none"
     c.model.image_size = 112           # 8 x 8 patches of 14 px
@@ -32,13 +82,12 @@ def get_config(arg: str = ""):
     c.model.init_std = 0.05
     # Query heads start as their key heads, so a question word first attends to image tokens like it.
     c.model.mimetic_gain = 1.0
-    # Stage 0 (tgg_jax/train/tower_align.py): the tiny towers and projector trained to put each
+    # Stage 0 (tgg_jax/tiny/tower_align.py): the tiny towers and projector trained to put each
     # image token on the word embeddings of the shape under it, as CLIP's pretraining ties the real
     # towers to language. Without it, or with 1000-1200 steps, yes/no stays at chance (0.50-0.52).
     c.tower_align.steps = 2000
 
     c.data.data_dir = "~/tensorflow_datasets"
-    c.data.tokenizer = "tiny"          # byte-level BPE trained on tgg_shapes text, 512 entries
     # Yes/no needs ~14 k records at a held learning rate before it leaves chance (batch 16, 9.6 k
     # records in 600 steps, stays at 0.50), so three quarters of the sequences come from the
     # yesno_only build (up to 4 questions about each image) and the rest from yesno_multi (every

@@ -11,10 +11,10 @@ from tests import hf_reference as ref
 from tgg_jax import attention_maps
 from tgg_jax.convert.import_hf import import_hf
 from tgg_jax.data import shapes
-from tgg_jax.data.pipeline import ExampleSpec
-from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
+from tgg_jax.data.example_spec import ExampleSpec
 from tgg_jax.inference import prompt_inputs
 from tgg_jax.models.tgg import TinyGroundingGPT
+from tgg_jax.tiny.tokenizer import train_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ from PIL import Image
 from tests.evals import fake_data
 from tgg_jax import predict
 from tgg_jax.checkpoint import load_config
-from tgg_jax.data.pipeline import ExampleSpec
+from tgg_jax.data.example_spec import ExampleSpec
 from tgg_jax.data.tokenizer import load_tokenizer
-from tgg_jax.inference import answer, prompt_inputs
+from tgg_jax.inference import answer, checkpoint_tokenizer, prompt_inputs
 from tgg_jax.models.tgg import TinyGroundingGPT
 from tgg_jax.visualize import PRED_COLOR, TRUE_COLOR
 
@@ -106,4 +106,4 @@ def test_a_corrupt_image_names_the_file(trained, tmp_path):
 
 def test_missing_tokenizer_says_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass --tokenizer DIR"):
-        predict.checkpoint_tokenizer(str(tmp_path / "ckpt"))
+        checkpoint_tokenizer(str(tmp_path / "ckpt"))

@@ -13,7 +13,7 @@ from tests.evals.fake_data import random_params
 from tgg_jax.checkpoint import load_params, save_params
 from tgg_jax.convert.export_hf import export_hf
 from tgg_jax.data import shapes
-from tgg_jax.data.pipeline import ExampleSpec
+from tgg_jax.data.example_spec import ExampleSpec
 from tgg_jax.generate import SamplingConfig, generate, left_pad
 from tgg_jax.inference import batch_inputs, prompt_inputs
 from tgg_jax.models.tgg import TinyGroundingGPT as JaxTinyGroundingGPT

@@ -11,7 +11,7 @@ SMALL = {
     "data.mixture": (("tgg_shapes/tiny", "train", 1.0),), "data.eval": (),
     "data.max_length": 128, "data.buckets": (128,),
     "batch_size": 8, "log_every_steps": 1, "final_eval.enabled": False,
-    "tower_align.steps": 0,  # the default's stage 0; tests/train/test_tower_align.py covers it
+    "tower_align.steps": 0,  # the default's stage 0; tests/tiny/test_tower_align.py covers it
     "compilation_cache_dir": "",  # tests compile in a fresh process state, never from disk
 }
 

@@ -25,6 +25,7 @@ from flax import nnx
 from PIL import Image
 
 from tgg_jax.data.coords import pad_offset
+from tgg_jax.data.example_spec import for_model
 from tgg_jax.data.preprocess import expand_to_square, load_image
 from tgg_jax.data.template import encode_conversation
 from tgg_jax.data.tokenizer import TggTokenizer
@@ -33,7 +34,7 @@ from tgg_jax.models.attention import Attention, attention_mask
 from tgg_jax.models.qwen2 import Qwen2
 from tgg_jax.models.rope import apply_rotary, rotary_tables
 from tgg_jax.models.tgg import TinyGroundingGPT
-from tgg_jax.predict import example_spec
+from tgg_jax.spec import OBJECT_MARGIN, OBJECT_TOKEN
 
 
 def attention_probabilities(attn: Attention, x: jax.Array, cos: jax.Array, sin: jax.Array,
@@ -162,7 +163,8 @@ class AttentionMap:
 
 def attention_map(model: TinyGroundingGPT, tokenizer: TggTokenizer, image: bytes, question: str,
                   answer: str, *, objects: Sequence[Sequence[float]] = (), query: str = "answer",
-                  span: str | None = None, object_index: int = 0, object_margin: float = 0.1) -> AttentionMap:
+                  span: str | None = None, object_index: int = 0,
+                  object_margin: float = OBJECT_MARGIN) -> AttentionMap:
     """Last-layer attention of one answered question about one image, as a patch heatmap.
 
     question: the human turn (one `<object>` per box in `objects`, original pixels); answer: the
@@ -180,7 +182,8 @@ def attention_map(model: TinyGroundingGPT, tokenizer: TggTokenizer, image: bytes
                                   max_length=config.llm.max_position_embeddings)
     ids = encoded.input_ids
     # The images exactly as for generation (same crops and preprocessing).
-    pixels = prompt_inputs(turns[:1], image, boxes, tokenizer, example_spec(config, len(boxes), object_margin))
+    spec = for_model(config, max_objects=len(boxes), object_margin=object_margin)
+    pixels = prompt_inputs(turns[:1], image, boxes, tokenizer, spec)
     image_positions = np.flatnonzero(ids == config.image_token_id)
     if query == "answer":
         answer_positions = np.flatnonzero(encoded.loss_mask)[:-1]  # the loss also covers <|im_end|>
@@ -192,7 +195,7 @@ def attention_map(model: TinyGroundingGPT, tokenizer: TggTokenizer, image: bytes
         runs = np.flatnonzero(ids == config.object_token_id).reshape(-1, config.object_tokens)
         if not 0 <= object_index < len(runs):
             raise ValueError(f"object_index {object_index}: the question has {len(runs)} <object>")
-        query_positions, query_text = runs[object_index], "<object>"
+        query_positions, query_text = runs[object_index], OBJECT_TOKEN
     probs = last_layer_attention(model, ids[None], pixels["images"][None], pixels["objects"][None])
     probs = np.asarray(probs[0])
     img = load_image(bytes(image), source="attention_map image")

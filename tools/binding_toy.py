@@ -53,9 +53,10 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from tgg_jax.data.shapes import yesno_target  # noqa: E402
+from tgg_jax.data.shape_tasks import yesno_target  # noqa: E402
 from tgg_jax.models import qwen2  # noqa: E402
 from tgg_jax.models.projector import Projector  # noqa: E402
+from tgg_jax.tiny.model import mimetic_init  # noqa: E402
 
 COLOURS, KINDS, FEATURES = 6, 5, 32
 # Token ids: colours 0-5, kinds 6-10, then the words below, fillers from FILLER on.
@@ -335,7 +336,7 @@ def main() -> None:
     positions = np.random.default_rng(1).normal(size=(args.grid ** 2, FEATURES)).astype(np.float32) * args.position_scale
     model = Toy(args, nnx.Rngs(args.seed))
     if args.mimetic:
-        qwen2.mimetic_init(model.llm, args.mimetic)
+        mimetic_init(model.llm, args.mimetic)
     lr = optax.linear_schedule(0.0, args.lr, args.warmup) if args.warmup else args.lr
 
     def make_optimizer(wrt):

@@ -15,7 +15,7 @@ checkpoint or trainer step directory), per decoder layer, on tgg_shapes test yes
 
     python tools/match_attention.py --tokenizer runs/tiny/tokenizer runs/tiny/checkpoints/600
 
-Cells are the pooled image tokens; a shape owns a cell as in `tgg_jax/train/tower_align.py`.
+Cells are the pooled image tokens; a shape owns a cell as in `tgg_jax/tiny/tower_align.py`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tgg_jax.attention_maps import every_layer_attention  # noqa: E402
-from tgg_jax.data import shapes  # noqa: E402
+from tgg_jax.data import shape_scenes, shapes  # noqa: E402
+from tgg_jax.data.example_spec import for_model  # noqa: E402
 from tgg_jax.data.template import encode_conversation  # noqa: E402
 from tgg_jax.data.tokenizer import load_tokenizer  # noqa: E402
 from tgg_jax.inference import prompt_inputs  # noqa: E402
-from tgg_jax.predict import example_spec, load_model  # noqa: E402
-from tgg_jax.train.tower_align import cell_owners  # noqa: E402
+from tgg_jax.inference import load_model  # noqa: E402
+from tgg_jax.tiny.tower_align import cell_owners  # noqa: E402
 
 
 def main() -> None:
@@ -53,21 +54,21 @@ def main() -> None:
         for i in range(args.records):
             record = shapes.make_record(0, "test", i, tasks=("yesno",))
             question, answer = (turn["value"] for turn in record["conversations"])
-            scene = shapes.sample_scene(shapes.record_rng(0, "test", i))  # the record's own scene
-            colour = next(c for c in shapes.COLORS if f" {c} " in question)
+            scene = shape_scenes.sample_scene(shapes.record_rng(0, "test", i))  # the record's own scene
+            colour = next(c for c in shape_scenes.COLORS if f" {c} " in question)
             turns = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
             ids = encode_conversation(turns, tokenizer, num_images=1, num_objects=0,
                                       image_tokens=cfg.image_tokens, object_tokens=cfg.object_tokens,
                                       max_length=cfg.llm.max_position_embeddings).input_ids
             pixels = prompt_inputs(turns[:1], record["image"], np.zeros((0, 4), np.float32), tokenizer,
-                                   example_spec(cfg, 0, 0.1))
+                                   for_model(cfg, max_objects=0))
             word = np.flatnonzero(ids == tokenizer.encode(" " + colour)[0])[-1]
             cells = np.flatnonzero(ids == cfg.image_token_id)
             probs = every_layer_attention(model, jnp.asarray(ids[None]), jnp.asarray(pixels["images"][None]))
             a = np.asarray(probs)[:, 0, :, word][..., cells]  # [L, heads, cells]
             positive = answer.lower().startswith("yes")
             found[positive].append((a.sum(-1).mean(-1), a.max(-1).mean(-1)))
-            kind = next(k for k in shapes.KINDS if f" {k} " in question)
+            kind = next(k for k in shape_scenes.KINDS if f" {k} " in question)
             embeds = np.asarray(model.embed_inputs(jnp.asarray(ids[None]), jnp.asarray(pixels["images"][None]),
                                                    None))[0, cells]
             words = [table[tokenizer.encode(" " + w)].sum(0) for w in (colour, kind)]

@@ -25,9 +25,11 @@ from tests.convert.export_fixtures import import_then_export, placeholder_tokeni
 from tests.evals import fake_data
 from tgg_jax.checkpoint import load_params, save_config
 from tgg_jax.convert import cli
-from tgg_jax.convert.export_hf import CheckpointReader, Entry, export_hf, write_safetensors
+from tgg_jax.convert.checkpoint_reader import CheckpointReader
+from tgg_jax.convert.export_hf import export_hf
 from tgg_jax.convert.import_hf import import_hf
 from tgg_jax.convert.mapping import IDENTITY, LINEAR
+from tgg_jax.convert.safetensors_writer import Entry, write_safetensors
 from tgg_jax.models import clip, dinov2, qwen2
 from tgg_jax.models.tgg import TGGConfig
 

@@ -10,8 +10,8 @@ import grain
 import numpy as np
 
 from tgg_jax.data import shapes
-from tgg_jax.data.pipeline import ExampleSpec
-from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
+from tgg_jax.data.example_spec import ExampleSpec
+from tgg_jax.tiny.tokenizer import train_tiny_tokenizer
 
 SPEC = ExampleSpec(image_size=28, image_tokens=4, object_tokens=2, max_length=160, max_objects=3)
 BUCKETS = (96, 128, 160)

@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 
 from tgg_jax.data import builders, cli
 from tgg_jax.data.preprocess import load_image, preprocess_image
+from tgg_jax.tiny import tokenizer as tiny_tokenizer
 
 QA = [{"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "Noise."}]
 
@@ -130,13 +131,11 @@ def test_rgba_alpha_is_dropped_like_convert_rgb():
 
 @pytest.mark.parametrize("make", [_rgba_png, _exif6_jpeg])
 def test_pytorch_processor_and_pipeline_match_pil(make):
-    from tgg_jax.data.builders.tgg_shapes import tokenizer_corpus
-    from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
     from tgg_jax.torch.processor import TGGProcessor
     data, size = make(), 28
     expected = _pil_reference(data, size)
     np.testing.assert_array_equal(preprocess_image(load_image(data), size), expected)
     config = types.SimpleNamespace(image_size=size, image_tokens=4, object_tokens=4, object_margin=0.1)
-    processor = TGGProcessor(train_tiny_tokenizer(tokenizer_corpus(), vocab_size=512), config)
+    processor = TGGProcessor(tiny_tokenizer.make(None), config)
     got = processor(["What is this?"], images=[data])["images"].numpy()[0, 0]
     np.testing.assert_array_equal(got, expected)

@@ -11,6 +11,7 @@ import pytest
 
 from tests.data.pipeline_testdata import BUCKETS, READ, SPEC, shape_records, text_record, tokenizer
 from tgg_jax.data import packing, pipeline
+from tgg_jax.data.example_spec import ExampleSpec
 from tgg_jax.models.tgg import overwrite_placeholders
 
 F, T = False, True
@@ -192,9 +193,9 @@ def test_packed_train_iterator_resumes_exactly(worker_count):
 
 
 def test_default_packing_spec():
-    full = pipeline.ExampleSpec(image_size=336, image_tokens=576, object_tokens=576,
+    full = ExampleSpec(image_size=336, image_tokens=576, object_tokens=576,
                                 max_length=2048, max_objects=4)
     # 3 image examples of >= 608 tokens fit in 2048; 3 object runs fit, but one example may bring 4
     assert packing.default_packing_spec(full) == packing.PackingSpec(2048, 3, 4)
-    pooled = pipeline.ExampleSpec(336, 576, 144, 2048, 4)
+    pooled = ExampleSpec(336, 576, 144, 2048, 4)
     assert packing.default_packing_spec(pooled) == packing.PackingSpec(2048, 3, 12)

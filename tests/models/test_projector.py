@@ -7,8 +7,9 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from tgg_jax import sharding
-from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into, tgg_name
+from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.convert.projector_map import PROJECTOR_TABLE
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.projector import Projector
 
 

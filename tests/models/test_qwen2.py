@@ -18,9 +18,10 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from tgg_jax import sharding
-from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into, tgg_name
+from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.convert.qwen2_map import QWEN2_TABLE, qwen2_table
 from tgg_jax.models import qwen2
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.qwen2 import Qwen2, Qwen2Config
 
 VOCAB = 320
@@ -286,37 +287,3 @@ def test_presets_match_spec_table():
         assert (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.intermediate_size,
                 c.vocab_size, c.tie_word_embeddings) == row, name
         assert (c.rope_theta, c.rms_norm_eps, c.head_dim) == (1e6, 1e-6, c.hidden_size // c.num_heads)
-
-
-def _first_layer_attention(model: Qwen2, ids: jax.Array) -> np.ndarray:
-    """Layer 0's attention weights [N heads, T, T], read out through `attend` itself (one-hot
-    values), so the query/key head grouping checked is the one the model computes with."""
-    from tgg_jax.models.attention import attend, attention_mask
-    from tgg_jax.models.rope import apply_rotary, rotary_tables
-    layer, c = model.layers[0], model.config
-    t = ids.shape[1]
-    x = layer.input_layernorm(model.embed(ids))
-    cos, sin = rotary_tables(jnp.arange(t)[None], c.head_dim, c.rope_theta)
-    q = apply_rotary(layer.self_attn.q_proj(x).reshape(1, t, c.num_heads, c.head_dim), cos, sin)
-    k = apply_rotary(layer.self_attn.k_proj(x).reshape(1, t, c.num_kv_heads, c.head_dim), cos, sin)
-    assert t <= c.head_dim
-    eye = jnp.broadcast_to(jnp.eye(t, c.head_dim)[None, :, None, :], (1, t, c.num_kv_heads, c.head_dim))
-    weights = attend(q, k, eye, mask=attention_mask(jnp.ones((1, t)), jnp.ones((1, t))))[..., :t]
-    return np.asarray(weights[0]).transpose(1, 0, 2)
-
-
-def test_mimetic_init_makes_tokens_attend_to_their_earlier_copies():
-    cfg = qwen2.tiny(num_heads=4, num_kv_heads=2, initializer_range=0.05, rope_theta=1e6)
-    model = Qwen2(cfg, rngs=nnx.Rngs(0))
-    ids = jnp.array([[5, 17, 40, 61, 77, 93, 120, 5]])  # the last token repeats the first
-    before = _first_layer_attention(model, ids)[:, -1]
-    qwen2.mimetic_init(model, 4.0)
-    attn = model.layers[0].self_attn
-    q = attn.q_proj.kernel[...].reshape(cfg.hidden_size, cfg.num_kv_heads, 2, cfg.head_dim)
-    k = attn.k_proj.kernel[...].reshape(cfg.hidden_size, cfg.num_kv_heads, 1, cfg.head_dim)
-    np.testing.assert_allclose(q, 4.0 * np.broadcast_to(k, q.shape), rtol=1e-6)
-    after = _first_layer_attention(model, ids)[:, -1]   # [heads, T] for the repeated token
-    # Every head now puts more weight on the earlier copy than on any other earlier token, which
-    # random init does not do.
-    assert (after[:, 0] > after[:, 1:-1].max(axis=1)).all(), after
-    assert not (before[:, 0] > before[:, 1:-1].max(axis=1)).all(), before

@@ -7,7 +7,7 @@ import torch
 from flax import nnx
 from safetensors.numpy import load_file
 
-from tgg_jax.convert.mapping import tgg_name
+from tgg_jax.models.naming import tgg_name
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:

@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402
 
-from tgg_jax.data import shapes  # noqa: E402
+from tgg_jax.data import shape_render, shape_scenes, shapes  # noqa: E402
 from tgg_jax.synth import cli, detectors, steps  # noqa: E402
 from tgg_jax.synth.shapes_server import serve  # noqa: E402
 
@@ -21,8 +21,8 @@ from tests.synth import common  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_dino(tmp_path_factory):
     path = tmp_path_factory.mktemp("grounding_dino")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *shapes.SIZES, *shapes.COLORS,
-             *shapes.KINDS]
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *shape_scenes.SIZES, *shape_scenes.COLORS,
+             *shape_scenes.KINDS]
     (path / "vocab.txt").write_text("\n".join(words) + "\n")
     backbone = transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1],
                                        num_heads=[1, 1, 1, 1], window_size=2,
@@ -48,8 +48,8 @@ def tiny_dino(tmp_path_factory):
 def test_boxes_match_transformers_post_processing(tiny_dino, monkeypatch):
     monkeypatch.setattr(detectors, "DUPLICATE_IOU", 1.0)  # keep every query's box
     detector = detectors.GroundingDino(tiny_dino, box_threshold=0.0, text_threshold=0.0)
-    scene = shapes.sample_scene(shapes.record_rng(0, "train", 0))
-    image = shapes.render_scene(scene).convert("RGB")
+    scene = shape_scenes.sample_scene(shapes.record_rng(0, "train", 0))
+    image = shape_render.render_scene(scene).convert("RGB")
     phrases = ["small red circle", "blue square"]
     found = detector.detect(image, phrases)
     # Reference: transformers' post-processing of the same forward pass (all queries).

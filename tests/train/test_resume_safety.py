@@ -63,7 +63,8 @@ def snapshot(path) -> dict:
 @pytest.mark.parametrize("overrides, field, old, new", [
     ({"model.num_heads": 8, "model.num_kv_heads": 4}, "model.num_heads", 4, 8),  # same shapes
     ({"model.hidden_size": 64}, "model.hidden_size", 32, 64),
-    ({"data.tokenizer": "/elsewhere/tokenizer"}, "data.tokenizer", "tiny", "/elsewhere/tokenizer"),
+    ({"data.tokenizer": "/elsewhere/tokenizer"}, "data.tokenizer", "tgg_jax.tiny.tokenizer:make",
+     "/elsewhere/tokenizer"),
     ({"data.mixture": (("tgg_shapes/tiny", "train", 2.0),)}, "data.mixture", None, None),
     ({"data.worker_count": 3}, "data.worker_count", None, 3),
 ])

@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from tests import tiny_run
-from tgg_jax.convert.mapping import tgg_name
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -140,7 +140,6 @@ def test_sharded_step_equals_single_device(data_dir, tmp_path):
     ({"trainable": ("clip\\..*",)}, "vision towers are frozen"),
     ({"data.mixture": ()}, "mixture is empty"),
     ({"loss_normalization": "example"}, "loss_normalization must be one of"),
-    ({"tower_align.steps": 5, "model.preset": "3b"}, "tower_align is for the from-scratch tiny"),
     ({"tower_align.steps": 5, "init_from": "/elsewhere"}, "cannot be combined with config.init_from"),
 ])
 def test_config_errors_are_clear_and_early(data_dir, tmp_path, overrides, message):

@@ -13,13 +13,15 @@ import sys
 
 from absl import logging
 
+from tgg_jax.checkpoint import save_params
+from tgg_jax.convert.export_hf import export_hf
+from tgg_jax.convert.import_hf import import_hf
+from tgg_jax.data.tokenizer import TOKENIZER_FILE, load_tokenizer
 from tgg_jax.errors import UserError
+from tgg_jax.spec import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
 
 
 def _import(args) -> None:
-    from tgg_jax.checkpoint import save_params
-    from tgg_jax.convert.import_hf import import_hf
-
     params, config = import_hf(args.llm, args.clip, args.dinov2, projector=args.projector,
                                seed=args.seed, object_pool=args.object_pool,
                                image_token_id=args.image_token_id, object_token_id=args.object_token_id)
@@ -38,8 +40,6 @@ def _import(args) -> None:
 def checked_tokenizer(source: str, config):
     """The LLM's tokenizer (with <image>/<object> added), to keep as CKPT/tokenizer so that
     training, export and predict on the checkpoint find it; None when `source` has none."""
-    from tgg_jax.data.tokenizer import TOKENIZER_FILE, load_tokenizer
-
     if not os.path.isfile(os.path.join(source, TOKENIZER_FILE)):
         return None
     tokenizer = load_tokenizer(source)
@@ -51,8 +51,6 @@ def checked_tokenizer(source: str, config):
 
 
 def _export(args) -> None:
-    from tgg_jax.convert.export_hf import export_hf
-
     export_hf(args.checkpoint, args.out, dtype=args.dtype, tokenizer=args.tokenizer)
     print(f"wrote {args.out}")
 
@@ -68,8 +66,10 @@ def main(argv=None) -> int:
     imp.add_argument("--projector", help="safetensors with mm_projector weights; fresh init if absent")
     imp.add_argument("--object_pool", type=int, default=1, help="k x k pooling of object features")
     imp.add_argument("--seed", type=int, default=0, help="seed of a fresh projector")
-    imp.add_argument("--image_token_id", type=int, default=151665, help="id of <image> (Qwen2.5: 151665)")
-    imp.add_argument("--object_token_id", type=int, default=151666, help="id of <object> (Qwen2.5: 151666)")
+    imp.add_argument("--image_token_id", type=int, default=IMAGE_TOKEN_ID,
+                     help=f"id of <image> (Qwen2.5: {IMAGE_TOKEN_ID})")
+    imp.add_argument("--object_token_id", type=int, default=OBJECT_TOKEN_ID,
+                     help=f"id of <object> (Qwen2.5: {OBJECT_TOKEN_ID})")
     imp.add_argument("--tokenizer", help="tokenizer directory to keep with the checkpoint "
                                          "(default: the --llm directory's)")
     imp.add_argument("--out", required=True, help="output checkpoint directory")

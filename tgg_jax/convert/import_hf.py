@@ -18,8 +18,9 @@ from flax import nnx
 from tgg_jax.checkpoint import abstract_model
 from tgg_jax.convert import clip_map, dinov2_map, projector_map, qwen2_map
 from tgg_jax.convert.hf_dir import CheckpointError, HFCheckpoint
-from tgg_jax.convert.mapping import Rule, import_tensors, tgg_name, tgg_path
+from tgg_jax.convert.mapping import Rule, import_tensors
 from tgg_jax.models import clip, dinov2, qwen2
+from tgg_jax.models.naming import tgg_name, tgg_path
 from tgg_jax.models.projector import Projector
 from tgg_jax.models.tgg import TGGConfig
 

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+from tgg_jax.models.naming import tgg_name
+
 
 @dataclasses.dataclass(frozen=True)
 class Hook:
@@ -45,15 +47,6 @@ def expand(table: list[Rule], num_layers: int) -> list[tuple[str, str, Hook]]:
         else:
             out.append((rule.hf, rule.tgg, rule.hook))
     return out
-
-
-def tgg_path(name: str) -> tuple[str | int, ...]:
-    """'layers.3.attn.q_proj.kernel' -> ('layers', 3, 'attn', 'q_proj', 'kernel') (nnx state path)."""
-    return tuple(int(p) if p.isdigit() else p for p in name.split("."))
-
-
-def tgg_name(path: tuple) -> str:
-    return ".".join(str(getattr(p, "key", p)) for p in path)
 
 
 def import_tensors(read: Callable[[str], np.ndarray], table: list[Rule], num_layers: int,

@@ -48,7 +48,7 @@ MIN_EXAMPLE_OVERHEAD = 32
 def default_packing_spec(spec) -> PackingSpec:
     """Rows of spec.max_length tokens with as many image slots as image examples can fit
     (3 for 576-token images in 2048) and max_objects object slots per image, no more than
-    object runs fit in a row (spec: pipeline.ExampleSpec)."""
+    object runs fit in a row (spec: example_spec.ExampleSpec)."""
     images = max(1, spec.max_length // (spec.image_tokens + MIN_EXAMPLE_OVERHEAD))
     objects = spec.max_objects * images
     if spec.object_tokens:

@@ -30,9 +30,12 @@ from typing import Any
 import grain
 import jax
 import numpy as np
+import tensorflow_datasets as tfds
 from absl import logging
 
+from tgg_jax.data import builders  # noqa: F401  (registers the project's builders with TFDS)
 from tgg_jax.data import packing as packing_lib
+from tgg_jax.data.example_spec import ExampleSpec
 from tgg_jax.data.preprocess import BadImageError, crop_object, load_image, preprocess_image
 from tgg_jax.data.template import TemplateError, encode_conversation
 from tgg_jax.data.tokenizer import TggTokenizer
@@ -50,23 +53,8 @@ class BadSourceError(RuntimeError):
     """A source none of whose last `max_consecutive_skips` records could be read."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ExampleSpec:
-    """What the model expects of one example (derived from the model config)."""
-    image_size: int
-    image_tokens: int
-    object_tokens: int
-    max_length: int
-    max_objects: int
-    object_margin: float = 0.1
-    object_jitter: float = 0.0  # relative jitter of the crop margin; training only
-    alpha: str = "drop"  # preprocess.load_image: "drop" (SPEC §2) or "white"
-
-
 def open_source(dataset: str, split: str, data_dir: str):
     """Random-access TFDS source (ArrayRecord; no TensorFlow) for one split."""
-    import tensorflow_datasets as tfds
-    import tgg_jax.data.builders  # noqa: F401  (registers the project's builders)
     return tfds.data_source(dataset, split=split, data_dir=data_dir)
 
 

@@ -15,12 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tgg_jax.data.coords import pad_offset
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PAD_FILL = (122, 116, 104)  # CLIP mean x 255, LLaVA's expand2square background
+from tgg_jax.spec import OBJECT_MARGIN, PAD_FILL  # PAD_FILL: LLaVA's expand2square background
 # Alpha (SPEC §2): "drop" keeps each pixel's colour and discards its alpha, as PIL's
 # convert("RGB") and so LLaVA-1.5 do; "white" composites on white instead (web graphics drawn
 # for white pages), an option that changes the pixels the model sees on transparent images.
@@ -106,7 +101,7 @@ def normalize(pixels, mean: Sequence[float], std: Sequence[float], xp=np):
     return (x - xp.asarray(mean, xp.float32)) / xp.asarray(std, xp.float32)
 
 
-def crop_object(img: Image.Image, box_pixels: Sequence[float], margin: float = 0.1,
+def crop_object(img: Image.Image, box_pixels: Sequence[float], margin: float = OBJECT_MARGIN,
                 rng: np.random.Generator | None = None, jitter: float = 0.0) -> Image.Image:
     """Crop an object box (x1, y1, x2, y2 in pixels) with context (SPEC §2 "zoom").
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tgg_jax.data.tokenizer import IMAGE_TOKEN, OBJECT_TOKEN, TggTokenizer
+from tgg_jax.data.tokenizer import TggTokenizer
+from tgg_jax.spec import IMAGE_TOKEN, OBJECT_TOKEN, SYSTEM_PROMPT
 
-SYSTEM_PROMPT = "You are a helpful assistant."
 HUMAN, GPT = "human", "gpt"
 _PLACEHOLDER = re.compile(f"({re.escape(IMAGE_TOKEN)}|{re.escape(OBJECT_TOKEN)})")
 

@@ -15,16 +15,14 @@ from collections.abc import Iterable
 
 import tokenizers
 
-IMAGE_TOKEN = "<image>"
-OBJECT_TOKEN = "<object>"
+from tgg_jax.spec import IMAGE_TOKEN, IMAGE_TOKEN_ID, OBJECT_TOKEN, OBJECT_TOKEN_ID
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
 
-# Qwen2.5 has 151665 entries (151643 BPE tokens + 22 added); the placeholders take the next two
-# ids, which are unused rows of its 151936-row embedding table, so the table is not resized.
-QWEN25_IMAGE_ID = 151665
-QWEN25_OBJECT_ID = 151666
+# Qwen2.5's last added token (151643 BPE tokens + 22 added); the placeholders take the next two
+# ids (tgg_jax.spec).
 _QWEN25_LAST_ADDED = ("<|file_sep|>", 151664)
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -121,10 +119,10 @@ def _check_qwen25_ids(backend: tokenizers.Tokenizer, source: str) -> None:
     if backend.token_to_id(last_token) != last_id:
         return  # not a Qwen2.5 vocabulary
     got = (backend.token_to_id(IMAGE_TOKEN), backend.token_to_id(OBJECT_TOKEN))
-    if got != (QWEN25_IMAGE_ID, QWEN25_OBJECT_ID):
+    if got != (IMAGE_TOKEN_ID, OBJECT_TOKEN_ID):
         raise ValueError(
             f"{source}: Qwen2.5 vocabulary must put {IMAGE_TOKEN} and {OBJECT_TOKEN} at ids "
-            f"{QWEN25_IMAGE_ID} and {QWEN25_OBJECT_ID} (unused embedding rows), got {got}; "
+            f"{IMAGE_TOKEN_ID} and {OBJECT_TOKEN_ID} (unused embedding rows), got {got}; "
             f"the tokenizer has {backend.get_vocab_size(with_added_tokens=True)} entries")
 
 

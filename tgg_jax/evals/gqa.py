@@ -3,7 +3,7 @@ testdev-balanced evaluation (lowercase, trailing periods stripped)."""
 
 from __future__ import annotations
 
-from tgg_jax.evals import prompts
+from tgg_jax import spec
 from tgg_jax.evals.base import Evaluator, field
 
 
@@ -19,7 +19,7 @@ class GqaEvaluator(Evaluator):
 
     def prompt(self, example):
         question = field(example, "question", self.name)
-        return prompts.human_turn(prompts.short_answer_prompt(question))
+        return spec.human_turn(spec.short_answer_prompt(question))
 
     def score(self, predictions):
         if not predictions:

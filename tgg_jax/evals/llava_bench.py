@@ -4,7 +4,7 @@ evaluator only writes the answers file the judge script reads."""
 
 from __future__ import annotations
 
-from tgg_jax.evals import prompts
+from tgg_jax import spec
 from tgg_jax.evals.base import Evaluator, field
 
 
@@ -17,7 +17,7 @@ class LlavaBenchEvaluator(Evaluator):
         self.model_id = model_id
 
     def prompt(self, example):
-        return prompts.human_turn(field(example, "question", self.name))
+        return spec.human_turn(field(example, "question", self.name))
 
     def score(self, predictions):
         return {}  # judged by GPT-4 from the submission file; nothing to compute locally

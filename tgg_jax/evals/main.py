@@ -13,10 +13,16 @@ import importlib
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tgg_jax import distributed, evals, sharding
+from tgg_jax.data.example_spec import for_model
+from tgg_jax.data.pipeline import open_source
 from tgg_jax.errors import UserError
+from tgg_jax.evals import runner
+from tgg_jax.inference import Answerer, checkpoint_tokenizer, load_model
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config file (configs/eval/*.py).",
                                           lock_config=True)
@@ -35,7 +41,6 @@ def source_opener(config):
     """open(dataset, split, data_dir) -> records by index: TFDS (the project's builders) unless
     config.source names another as "module:function"."""
     if not config.source:
-        from tgg_jax.data.pipeline import open_source
         return open_source
     module, _, name = config.source.partition(":")
     try:
@@ -60,14 +65,11 @@ def open_split(open_source, dataset: str, split: str, data_dir: str):
 def build_answerer(config, checkpoint: str, tokenizer_dir: str | None = None):
     """The checkpoint's model on this host's devices (mesh config.mesh over jax.local_devices()),
     answering config.batch_size questions per data-parallel device at a time."""
-    import jax
-
-    from tgg_jax import sharding
-    from tgg_jax.predict import Answerer, checkpoint_tokenizer, example_spec, load_model
     mesh = sharding.make_mesh(dict(config.mesh), devices=jax.local_devices())
     model, model_config = load_model(checkpoint, mesh=mesh, dtype=config.dtype)
     tokenizer = checkpoint_tokenizer(checkpoint, tokenizer_dir)
-    spec = example_spec(model_config, config.max_objects, config.object_margin)
+    spec = for_model(model_config, max_objects=config.max_objects,
+                     object_margin=config.object_margin)
     host_batch = config.batch_size * mesh.shape["data"] * mesh.shape["fsdp"]
     return Answerer(model, tokenizer, spec, batch_size=host_batch,
                     max_new_tokens=config.max_new_tokens, pad_to_multiple=config.pad_to_multiple,
@@ -87,10 +89,6 @@ def evaluate(config, checkpoint: str, workdir: str, *, tokenizer_dir: str | None
              answerer=None) -> dict | None:
     """Run config's benchmark with the checkpoint into workdir (resuming what is there).
     Returns the metrics on process 0, None on the others. `answerer` replaces the model (tests)."""
-    import jax
-
-    from tgg_jax import evals
-    from tgg_jax.evals import runner
     evaluator = evals.from_config(config.evaluator.to_dict())
     open_source = source_opener(config)
     data_dir = os.path.expanduser(config.data_dir)
@@ -117,7 +115,6 @@ def main(argv) -> None:
     for name, flag in (("--config", _CONFIG), ("--checkpoint", _CHECKPOINT), ("--workdir", _WORKDIR)):
         if not flag.value:
             raise app.UsageError(f"{name} is required")
-    from tgg_jax import distributed
     distributed.use_cpu_devices(_CPU_DEVICES.value)
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:

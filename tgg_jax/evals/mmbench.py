@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from string import ascii_uppercase
 from typing import Any
 
-from tgg_jax.evals import prompts
+from tgg_jax import spec
 from tgg_jax.evals.base import Evaluator, field
 
 COPY_STRIDE = 1_000_000  # circular copy k of question i has index i + k * COPY_STRIDE
@@ -82,7 +82,7 @@ class MmbenchEvaluator(Evaluator):
 
     def prompt(self, example):
         hint = example.get("hint")
-        return prompts.human_turn(prompts.multiple_choice_prompt(
+        return spec.human_turn(spec.multiple_choice_prompt(
             field(example, "question", self.name), list(options_of(example).values()),
             context=str(hint) if _present(hint) else ""))
 

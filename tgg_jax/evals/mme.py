@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from tgg_jax.evals import prompts
+from tgg_jax import spec
 from tgg_jax.evals.base import Evaluator, field
 
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene",
@@ -48,7 +48,7 @@ class MmeEvaluator(Evaluator):
 
     def prompt(self, example):
         # MME's questions carry their own instruction, used as given.
-        return prompts.human_turn(field(example, "question", self.name))
+        return spec.human_turn(field(example, "question", self.name))
 
     def score(self, predictions):
         correct = defaultdict(lambda: defaultdict(list))  # subtask -> image -> [right?]

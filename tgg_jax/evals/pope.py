@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from tgg_jax.evals import prompts
+from tgg_jax import spec
 from tgg_jax.evals.base import Evaluator, field
 
 CATEGORIES = ("random", "popular", "adversarial")
@@ -59,7 +59,7 @@ class PopeEvaluator(Evaluator):
 
     def prompt(self, example):
         question = field(example, "question", self.name)
-        return prompts.human_turn(prompts.short_answer_prompt(question))
+        return spec.human_turn(spec.short_answer_prompt(question))
 
     def score(self, predictions):
         by_category = defaultdict(lambda: ([], []))

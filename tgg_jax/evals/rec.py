@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from tgg_jax import spec
 from tgg_jax.data import coords
-from tgg_jax.evals import prompts
 from tgg_jax.evals.base import Evaluator, Prediction, field
 
 IOU_THRESHOLD = 0.5
@@ -53,7 +53,7 @@ class RecEvaluator(Evaluator):
     name = "rec"
 
     def prompt(self, example):
-        return prompts.human_turn(prompts.rec_prompt(field(example, "expression", self.name)))
+        return spec.human_turn(spec.rec_prompt(field(example, "expression", self.name)))
 
     def iou(self, prediction: Prediction) -> float | None:
         """IoU of one prediction with its ground truth in original pixels; None if unparsable."""

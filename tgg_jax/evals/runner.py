@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from tgg_jax.data.pipeline import conversations_of
 from tgg_jax.evals.base import Evaluator, write_submission
-from tgg_jax.predict import Question
+from tgg_jax.inference import Question
 
 INDEX = "source_index"
 PREDICTIONS_DIR = "predictions"

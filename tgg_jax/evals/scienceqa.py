@@ -4,10 +4,9 @@ letter extraction on the questions that have an image."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from string import ascii_uppercase
 
-from tgg_jax.evals import prompts
+from tgg_jax import spec
 from tgg_jax.evals.base import Evaluator, field
 
 _LETTERS = tuple("ABCDE")  # LLaVA's option letters (ScienceQA has at most 5 choices)
@@ -29,12 +28,6 @@ def extract_choice(answer: str, num_choices: int) -> int | None:
     return ascii_uppercase.index(letter)
 
 
-def scienceqa_prompt(question: str, choices: Sequence[str], hint: str = "") -> str:
-    """LLaVA-1.5's test prompt: "Context: {hint}" when there is one, question, lettered choices."""
-    return prompts.multiple_choice_prompt(question, choices,
-                                          context=f"Context: {hint}" if hint else "")
-
-
 class ScienceqaEvaluator(Evaluator):
     """Examples: `question`, `choices` (list), `label` (index of the right choice), optional
     `hint` and `has_image` (default True). Metrics: "img_accuracy" (the SQA-IMG number) over
@@ -43,9 +36,9 @@ class ScienceqaEvaluator(Evaluator):
     name = "scienceqa"
 
     def prompt(self, example):
-        text = scienceqa_prompt(field(example, "question", self.name),
+        text = spec.scienceqa_prompt(field(example, "question", self.name),
                                 field(example, "choices", self.name), example.get("hint") or "")
-        return prompts.human_turn(text, image=example.get("has_image", True))
+        return spec.human_turn(text, image=example.get("has_image", True))
 
     def score(self, predictions):
         if not predictions:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tgg_jax.data.coords import format_box, pixel_to_square, square_to_pixel
 from tgg_jax.evals.rec import box_iou, predicted_pixel_box
 
 
@@ -57,7 +58,6 @@ def score(records: Sequence[dict], answers: Sequence[str]) -> dict[str, float]:
 def best_constant_box(records: Sequence[dict]) -> tuple[float, float, float, float]:
     """The padded-square box that, answered for every REC question, scores best on these records
     (searched over every ground-truth box of the split: an upper bound on constant answers)."""
-    from tgg_jax.data.coords import pixel_to_square, square_to_pixel
     rec = [r for r in records if r["task"] == "rec"]
     candidates = [pixel_to_square(r["gt_box"], int(r["width"]), int(r["height"])) for r in rec]
     best, best_acc = (0.25, 0.25, 0.75, 0.75), -1.0
@@ -71,7 +71,6 @@ def best_constant_box(records: Sequence[dict]) -> tuple[float, float, float, flo
 
 def baseline_answers(records: Sequence[dict]) -> list[str]:
     """Constant answers: the best constant box for box questions, the majority answer otherwise."""
-    from tgg_jax.data.coords import format_box
     box = format_box(best_constant_box(records))
     majority = {task: Counter(r["answer"] for r in records if r["task"] == task).most_common(1)[0][0]
                 for task in {r["task"] for r in records}}

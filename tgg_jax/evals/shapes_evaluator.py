@@ -5,7 +5,8 @@ constant baselines on the same records ("constant_baseline/..."), which a traine
 
 from __future__ import annotations
 
-from tgg_jax.evals import prompts, shapes
+from tgg_jax import spec
+from tgg_jax.evals import shapes
 from tgg_jax.evals.base import Evaluator, field
 
 
@@ -16,7 +17,7 @@ class ShapesEvaluator(Evaluator):
     name = "tgg_shapes"
 
     def prompt(self, example):
-        return prompts.human_turn(field(example, "question", self.name))
+        return spec.human_turn(field(example, "question", self.name))
 
     def score(self, predictions):
         if not predictions:

@@ -14,7 +14,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 
-from tgg_jax.evals import prompts
+from tgg_jax import spec
 from tgg_jax.evals.base import Evaluator, field
 
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<",
@@ -101,7 +101,7 @@ class Vqav2Evaluator(Evaluator):
 
     def prompt(self, example):
         question = field(example, "question", self.name)
-        return prompts.human_turn(prompts.short_answer_prompt(question))
+        return spec.human_turn(spec.short_answer_prompt(question))
 
     def score(self, predictions):
         labelled = [p for p in predictions if p.get("gt_answers")]

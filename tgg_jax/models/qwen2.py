@@ -302,17 +302,3 @@ class Qwen2(nnx.Module):
                                            segment_ids=segment_ids, cache=cache)
         return self.logits(hidden), cache
 
-
-def mimetic_init(llm: Qwen2, gain: float) -> None:
-    """Start every query head as its key head's kernel times `gain` (biases stay zero), so that
-    W_q W_k^T is positive semi-definite and, before any training, a token attends most to the
-    tokens most like itself: Trockman & Kolter's mimetic initialisation (2023) in its simplest
-    form. A from-scratch model then finds "the earlier token that matches this one" at step 0
-    instead of having to grow that attention out of uniform (docs/tiny_model.md)."""
-    for layer in llm.layers:
-        attn = layer.self_attn
-        hidden = attn.k_proj.kernel.shape[0]
-        k = attn.k_proj.kernel[...].reshape(hidden, attn.num_kv_heads, 1, attn.head_dim)
-        q = jnp.broadcast_to(k, (hidden, attn.num_kv_heads, attn.num_heads // attn.num_kv_heads, attn.head_dim))
-        attn.q_proj.kernel[...] = (gain * q).reshape(hidden, attn.num_heads * attn.head_dim).astype(
-            attn.q_proj.kernel.dtype)

@@ -15,12 +15,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tgg_jax.data.preprocess import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from tgg_jax.models import clip, dinov2, qwen2
 from tgg_jax.models.projector import Projector
-
-IMAGE_TOKEN_ID = 151665  # first unused row of Qwen2.5's embedding table (SPEC §1)
-OBJECT_TOKEN_ID = 151666
+from tgg_jax.spec import CLIP_MEAN, CLIP_STD, IMAGE_TOKEN_ID, IMAGENET_MEAN, IMAGENET_STD, OBJECT_TOKEN_ID
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ from ml_collections import config_flags
 from tgg_jax.errors import flag_error_message
 from tgg_jax.synth import annotations as annotations_lib
 from tgg_jax.synth import client as client_lib, detectors, merge as merge_lib, pipeline
-from tgg_jax.synth import prompts as prompts_lib, store
+from tgg_jax.synth import prompts as prompts_lib, shapes_server, store
 
 COMMANDS = ("run", "merge", "annotations", "shapes_images", "serve_shapes")
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -193,16 +193,12 @@ def command_annotations(config) -> int:
 def command_shapes_images(config) -> int:
     if not _OUT.value:
         raise UsageError("shapes_images needs --out (the image folder to write)")
-    from tgg_jax.synth import shapes_server
-
     names = shapes_server.write_images(_OUT.value, _COUNT.value, _SEED.value)
     print(f"{len(names)} tgg_shapes images and annotations.json -> {_OUT.value}")
     return 0
 
 
 def command_serve_shapes(config) -> int:
-    from tgg_jax.synth import shapes_server
-
     server = shapes_server.serve(image_root(config), prompt_dir(config), config.prompts.version,
                                  _LATENCY.value, _PORT.value)
     print(f"serving tgg_shapes answers at {server.base_url} (Ctrl-C stops)", flush=True)

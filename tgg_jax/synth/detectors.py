@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from tgg_jax import inference, spec
 from tgg_jax.data import coords
 from tgg_jax.synth.filters import iou
 
@@ -108,11 +109,9 @@ class Rec:
     """A tgg-jax checkpoint answering the paper's REC prompt for each phrase."""
 
     def __init__(self, checkpoint: str):
-        from tgg_jax.predict import checkpoint_tokenizer, load_model, predict
-
-        self.model, self.config = load_model(checkpoint)
-        self.tokenizer = checkpoint_tokenizer(checkpoint)
-        self._predict = predict
+        self.model, self.config = inference.load_model(checkpoint)
+        self.tokenizer = inference.checkpoint_tokenizer(checkpoint)
+        self._predict = inference.predict
         self.name = f"rec:{checkpoint}"
 
     def detect(self, image: Image.Image, phrases: Sequence[str], key: str = "") -> Detections:
@@ -121,7 +120,7 @@ class Rec:
         out: Detections = {}
         for phrase in phrases:
             answer = self._predict(self.model, self.config, self.tokenizer, buffer.getvalue(),
-                                   f"Output the coordinate of the {phrase}.")
+                                   spec.rec_prompt(f"the {phrase}"))
             box = coords.parse_first_box(answer)
             out[phrase] = ([] if box is None else
                            [(list(coords.square_to_pixel(box, *image.size)), 1.0)])

@@ -24,25 +24,24 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tgg_jax import spec
 from tgg_jax.data import coords
 from tgg_jax.synth.schema import PLACEHOLDER
 
-OBJECT = "<object>"
+OBJECT = spec.OBJECT_TOKEN
 _WITH_ARTICLE = re.compile(r"(\b[Tt]he )?" + PLACEHOLDER.pattern)
-IMAGE = "<image>\n"
+IMAGE = spec.IMAGE_TOKEN + "\n"
 LETTERS = "ABCD"
 STAGE2 = ("image_box", "text_image")
 STAGE3 = ("grounding_conversations", "grounding_descriptions")
 FAMILIES = STAGE2 + STAGE3
-WHERE = "Where is <object> in the image?"
-LOCATE = "Output the coordinate of {}."
-DESCRIBE_REGION = "Describe the region {}."
+WHERE = f"Where is {spec.OBJECT_TOKEN} in the image?"
 DESCRIBE_IMAGE = (
     "Describe this image in detail, giving the coordinates of each object you mention.",
     "Give a detailed description of the image and ground every object in it with its box.",
     "What is in this image? Describe it thoroughly and locate the objects you name.",
 )
-OPTIONS_SUFFIX = "\nAnswer with the option's letter from the given choices directly."
+OPTIONS_SUFFIX = "\n" + spec.LETTER_ANSWER
 
 
 class Renderer:
@@ -127,8 +126,8 @@ def stage2(image_id: str, local_qa: Mapping[str, Any], renderer: Renderer,
         add("image_box", [(WHERE, renderer.box(key))], renderer, [key], [key])
         if key in local_qa["descriptions"]:
             text = local_qa["descriptions"][key].rstrip(".")
-            add("image_box", [(LOCATE.format(text), renderer.box(key))], renderer, [], [key])
-            add("image_box", [(DESCRIBE_REGION.format(renderer.box(key)), text)], renderer, [], [key])
+            add("image_box", [(spec.rec_prompt(text), renderer.box(key))], renderer, [], [key])
+            add("image_box", [(spec.region_caption_prompt(renderer.box(key)), text)], renderer, [], [key])
     for i, qa in enumerate(local_qa["qas"]):
         uses = PLACEHOLDER.findall(" ".join([qa["question"], qa["answer"], *qa.get("options", ())]))
         # Option order is shuffled by a seed fixed per image and QA, so reruns give equal records.

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from tgg_jax.data import coords, shapes
+from tgg_jax.data import coords, shape_render, shape_scenes, shape_tasks, shapes
 from tgg_jax.synth import filters, prompts as prompts_lib
 from tgg_jax.synth.server import ChatServer, Reply, messages_text
 
@@ -32,11 +32,11 @@ def write_images(out: str | pathlib.Path, count: int, seed: int = 0, split: str 
     out.mkdir(parents=True, exist_ok=True)
     table = {}
     for index in range(count):
-        scene = shapes.sample_scene(shapes.record_rng(seed, split, index))
+        scene = shape_scenes.sample_scene(shapes.record_rng(seed, split, index))
         name = f"shapes_{split}_{index:06d}.png"
-        (out / name).write_bytes(shapes.encode_png(shapes.render_scene(scene)))
+        (out / name).write_bytes(shape_render.encode_png(shape_render.render_scene(scene)))
         table[name] = [{"phrase": s.name, "box": list(s.box), "expression": e}
-                       for s, e in zip(scene.shapes, shapes.referring_expressions(scene))]
+                       for s, e in zip(scene.shapes, shape_tasks.referring_expressions(scene))]
     (out / "annotations.json").write_text(json.dumps(table, indent=1) + "\n", encoding="utf-8")
     return sorted(table)
 

@@ -23,6 +23,8 @@ import transformers
 from safetensors.torch import load_file
 from torch import nn
 
+from tgg_jax.spec import IMAGE_TOKEN, OBJECT_TOKEN
+
 CONFIG_FILE = "tgg_config.json"
 EXPORT_FORMAT = "tgg-hf-export"
 
@@ -196,8 +198,8 @@ class TinyGroundingGPT(nn.Module):
         if n_obj:
             pooled = self._pool(feats[b * n_img:], self.config.object_pool)
             obj_rows = self.projector(pooled.to(proj_dtype)).reshape(b, -1, h)
-        embeds = overwrite_placeholders(embeds, input_ids, self.config.image_token_id, img_rows, "<image>")
-        return overwrite_placeholders(embeds, input_ids, self.config.object_token_id, obj_rows, "<object>")
+        embeds = overwrite_placeholders(embeds, input_ids, self.config.image_token_id, img_rows, IMAGE_TOKEN)
+        return overwrite_placeholders(embeds, input_ids, self.config.object_token_id, obj_rows, OBJECT_TOKEN)
 
     def forward(self, input_ids: torch.Tensor, images=None, objects=None,
                 attention_mask: torch.Tensor | None = None, **llm_kwargs):

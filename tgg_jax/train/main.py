@@ -12,10 +12,14 @@ import logging as pylogging
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from tgg_jax import distributed
 from tgg_jax.errors import RunStopped, UserError, flag_error_message
+from tgg_jax.train import hooks, preflight, trainer
+from tgg_jax.train.plan import compile_only
 
 # No default here: ml_collections would read --config.* overrides from sys.argv while this module
 # is imported, beyond parse_flags' reach; parse_flags supplies DEFAULT_CONFIG instead.
@@ -43,26 +47,20 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "Run the CPU as this many 
 
 def initialize_distributed() -> None:
     """jax.distributed from flags, or automatically under SLURM / on TPU / with JAX_COORDINATOR_ADDRESS."""
-    from tgg_jax import distributed
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
 
 
 def main(argv) -> None:
     del argv
-    from tgg_jax import distributed
     config = _CONFIG.value
     distributed.use_cpu_devices(_CPU_DEVICES.value or config.cpu_devices)
     initialize_distributed()
     if _COMPILE_ONLY.value:
-        from tgg_jax.train.plan import compile_only
         report = compile_only(config, _TOPOLOGY.value, _TARGET_CONFIG.value)
         print(json.dumps(report, indent=1))
         return
     if not _WORKDIR.value:
         raise UserError("--workdir is required")
-    import jax
-
-    from tgg_jax.train import preflight, trainer
     summary = preflight.run_preflight(config, _WORKDIR.value)
     if jax.process_index() == 0:
         print(preflight.render(summary), flush=True)
@@ -70,9 +68,8 @@ def main(argv) -> None:
         return
     run = trainer.setup(config, _WORKDIR.value)
     last = trainer.train(run)
-    if config.final_eval.enabled and int(run.state.step) >= run.total_steps:
-        from tgg_jax.train.final_eval import evaluate_run
-        evaluate_run(run)
+    if config.final_eval.fn and int(run.state.step) >= run.total_steps:
+        hooks.resolve(config.final_eval.fn, "final_eval.fn")(run)
     logging.info("done: %s", last)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import optax
 from flax import nnx
 
-from tgg_jax.convert.mapping import tgg_name
+from tgg_jax.models.naming import tgg_name
 
 
 def trainable_filter(patterns: Sequence[str]):

@@ -13,19 +13,23 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tgg_jax import sharding
-from tgg_jax.models.tgg import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
+from tgg_jax.data.packing import default_packing_spec
+from tgg_jax.spec import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
+from tgg_jax.train import hooks
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
 from tgg_jax.train.step import make_train_step
-from tgg_jax.train.trainer import total_steps, validate
+from tgg_jax.train.trainer import example_spec, total_steps, validate
 
 # Without a GPU XLA cannot autotune Triton GEMM tiles (and fails to pick any for some large dots):
 # compile GEMMs as cuBLAS calls, as XLA does when Triton GEMMs are off. Memory differs from an
 # autotuned run by a GEMM workspace (MiB, not GiB).
 GPU_AOT_COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
 
-# Stands in for the tokenizer of a real preset: only its placeholder ids matter here.
-_QWEN_IDS = types.SimpleNamespace(image_id=IMAGE_TOKEN_ID, object_id=OBJECT_TOKEN_ID, vocab_size=151665)
+# Stands in for the tokenizer of a real preset: only its placeholder ids matter here (Qwen2.5's
+# entries end just below the first of them).
+_QWEN_IDS = types.SimpleNamespace(image_id=IMAGE_TOKEN_ID, object_id=OBJECT_TOKEN_ID,
+                                  vocab_size=IMAGE_TOKEN_ID)
 
 
 def abstract_batch(config, model_cfg, mesh) -> dict:
@@ -33,8 +37,6 @@ def abstract_batch(config, model_cfg, mesh) -> dict:
     b, t, s = config.batch_size, max(config.data.buckets), model_cfg.image_size
     n_img, n_obj = 1, config.data.max_objects
     if config.data.packing:
-        from tgg_jax.data.packing import default_packing_spec
-        from tgg_jax.train.trainer import example_spec
         packed = default_packing_spec(example_spec(config, model_cfg))
         t, n_img, n_obj = packed.max_length, packed.max_images, packed.max_objects
     shard = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
@@ -87,10 +89,8 @@ def compile_step(config, topology: str = "", target_config: str = "",
     config.unlock()
     config.total_steps = total_steps(config) if (config.total_steps or config.data.num_examples) else 1000
     config.lock()
-    if config.model.preset == "tiny":  # the tiny tokenizer's layout (tgg_jax/data/tiny_tokenizer.py)
-        from tgg_jax.data.tiny_tokenizer import SPECIAL_TOKENS
-        tokenizer = types.SimpleNamespace(image_id=SPECIAL_TOKENS.index("<image>"),
-                                          object_id=SPECIAL_TOKENS.index("<object>"), vocab_size=512)
+    if hooks.is_hook(config.data.tokenizer):  # a tokenizer the run makes: made here the same way
+        tokenizer = hooks.resolve(config.data.tokenizer, "data.tokenizer")(config)
     else:
         tokenizer = _QWEN_IDS
     model_cfg = state_lib.model_config(config, tokenizer)
@@ -102,7 +102,7 @@ def compile_step(config, topology: str = "", target_config: str = "",
     mesh = sharding.make_mesh(dict(config.mesh), devices)
     optimizer = opt_lib.make_optimizer(config)
     graphdef, abstract, _ = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed,
-                                                   mimetic_gain=config.model.mimetic_gain)
+                                                   state_lib.param_init(config))
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
     step = make_train_step(graphdef, optimizer, opt_lib.learning_rate_schedule(config),

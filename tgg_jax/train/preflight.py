@@ -17,11 +17,12 @@ import tensorflow_datasets as tfds
 from flax import nnx
 
 from tgg_jax import checkpoint
-from tgg_jax.convert.mapping import tgg_name
 from tgg_jax.data import builders
 from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer, tokenizer_dir_beside
 from tgg_jax.errors import UserError
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+from tgg_jax.train import hooks
 from tgg_jax.train import state as state_lib
 from tgg_jax.train import run_config, trainer
 from tgg_jax.train.optimizer import check_patterns, trainable_filter
@@ -100,8 +101,8 @@ def _tokenizer(config, workdir: str, init_from: str) -> TggTokenizer:
     saved = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "tokenizer")
     if run_config.has_checkpoint(workdir) and os.path.isfile(os.path.join(saved, "tokenizer.json")):
         source = saved
-    elif config.data.tokenizer == "tiny":
-        return None  # trained by the run itself from tgg_shapes text
+    elif hooks.is_hook(config.data.tokenizer):
+        return None  # made by the run itself (train/hooks.py)
     elif config.data.tokenizer:
         source = os.path.expanduser(config.data.tokenizer)
     elif init_from:

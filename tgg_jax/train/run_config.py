@@ -18,6 +18,7 @@ import os
 
 from absl import logging
 
+from tgg_jax.checkpoint import CONFIG_FILE as MODEL_FILE
 from tgg_jax.errors import UserError
 
 CONFIG_FILE = "config.json"
@@ -33,13 +34,14 @@ REFUSED = {
     "data.worker_count": "the saved data iterator (one state per Grain worker)",
 }
 # model.* fields that are not the architecture: compute precision, recomputation, and fields
-# read only by a fresh start.
-MODEL_ALLOWED = ("model.dtype", "model.remat_policy", "model.init_std", "model.mimetic_gain")
+# read only by a fresh start (the tiny configs' init_std and mimetic_gain among them).
+MODEL_ALLOWED = ("model.dtype", "model.remat_policy", "model.param_init", "model.init_std",
+                 "model.mimetic_gain")
 # Allowed fields that do not change the computation of a step (cadence, length, I/O, placement).
 SAFE = ("total_steps", "epochs", "data.num_examples", "log_every_steps", "eval_every_steps",
         "checkpoint.", "data.eval", "data.eval_examples", "final_eval.", "peak_flops_per_device", "cpu_devices", "mesh.",
-        "compilation_cache_dir", "watchdog.", "data.data_dir", "init_from", "tower_align.",
-        "model.dtype", "model.remat_policy", "model.init_std", "model.mimetic_gain")
+        "compilation_cache_dir", "watchdog.", "data.data_dir", "data.prepare", "init_from",
+        "init_hook", "tower_align.", *MODEL_ALLOWED)
 
 
 def resolved(config) -> dict:
@@ -97,8 +99,10 @@ def check_resume(config, workdir: str) -> list[str]:
     with open(path) as f:
         saved = json.load(f)
     changes = diff(saved, resolved(config))
+    # A field on one side only is one this tgg-jax added or no longer has: nothing reads its
+    # old value (the architecture itself is checked against the checkpoint's tgg_config.json).
     refused = [(k, v, refusal_reason(k)) for k, v in changes.items()
-               if refusal_reason(k) and v[0] != "<absent>"]
+               if refusal_reason(k) and "<absent>" not in v]
     if refused:
         what = "; ".join(f"config.{k} is {new!r}, the run's is {old!r} ({why})"
                          for k, (old, new), why in refused)
@@ -119,7 +123,6 @@ def check_resume(config, workdir: str) -> list[str]:
 def check_model_config(model_cfg, checkpoints_dir: str) -> None:
     """The model a resume builds against checkpoints/tgg_config.json (also for workdirs written
     before config.json existed); dtype and recomputation may differ."""
-    from tgg_jax.checkpoint import CONFIG_FILE as MODEL_FILE
     path = os.path.join(checkpoints_dir, MODEL_FILE)
     if not os.path.isfile(path) or not has_checkpoint(os.path.dirname(checkpoints_dir)):
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +13,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tgg_jax import checkpoint
 from tgg_jax.errors import UserError
-from tgg_jax.models import clip, dinov2, qwen2
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.tgg import PRESETS, TGGConfig, TinyGroundingGPT, with_dtype
 from tgg_jax.sharding import state_shardings
+from tgg_jax.train import hooks
 from tgg_jax.train.checkpointing import split_like
 from tgg_jax.train.optimizer import check_patterns, trainable_filter
 from tgg_jax.train.step import TrainState
-from tgg_jax.convert.mapping import tgg_name
 
 
 # Fields that say how a model computes, not what it is: a run may choose them for itself.
@@ -46,29 +47,16 @@ def architecture_diff(a: TGGConfig, b: TGGConfig, ignore: tuple[str, ...] = ()) 
 
 
 def preset_config(config, tokenizer) -> TGGConfig:
-    """The TGGConfig of config.model.preset: a real size, or the tiny model from config.model."""
+    """The TGGConfig of config.model.preset: a size of PRESETS, or the function the config names
+    ("package.module:function", called with the config and the tokenizer; train/hooks.py)."""
     m = config.model
-    if m.preset == "tiny":
-        # Vocabulary rounded up to a multiple of 64 rows, as Qwen2.5 pads its own table.
-        vocab = -(-tokenizer.vocab_size // 64) * 64
-        return TGGConfig(
-            llm=qwen2.Qwen2Config(vocab_size=vocab, hidden_size=m.hidden_size,
-                                  intermediate_size=m.intermediate_size, num_layers=m.num_layers,
-                                  num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
-                                  tie_word_embeddings=True, max_position_embeddings=config.data.max_length,
-                                  initializer_range=m.init_std),
-            clip=clip.CLIPVisionConfig(hidden_size=m.vision_width, intermediate_size=2 * m.vision_width,
-                                       num_layers=m.vision_layers, num_heads=m.vision_heads,
-                                       patch_size=m.patch_size, image_size=m.image_size),
-            dinov2=dinov2.Dinov2Config(hidden_size=m.vision_width, mlp_ratio=2, num_layers=m.vision_layers,
-                                       num_heads=m.vision_heads, patch_size=m.patch_size,
-                                       image_size=m.image_size),
-            object_pool=m.object_pool, image_pool=m.image_pool, freeze_towers=m.freeze_towers,
-            image_token_id=tokenizer.image_id, object_token_id=tokenizer.object_id)
     if m.preset in PRESETS:
         return PRESETS[m.preset]().replace(object_pool=m.object_pool)
-    raise ValueError(f"config.model.preset must be 'tiny', one of {sorted(PRESETS)}, or '' with "
-                     f"config.init_from set (the architecture of that checkpoint); got {m.preset!r}")
+    if hooks.is_hook(m.preset):
+        return hooks.resolve(m.preset, "model.preset")(config, tokenizer)
+    raise ValueError(f"config.model.preset must be one of {sorted(PRESETS)}, a function "
+                     "'package.module:function' (the tiny configs: tgg_jax.tiny.model:preset), or "
+                     f"'' with config.init_from set (the architecture of that checkpoint); got {m.preset!r}")
 
 
 def model_config(config, tokenizer) -> TGGConfig:
@@ -89,7 +77,7 @@ def model_config(config, tokenizer) -> TGGConfig:
         cfg = preset_config(config, tokenizer)
     else:
         raise UserError("config.model.preset is '' but config.init_from is not set: name a preset "
-                        f"({', '.join(sorted(PRESETS))}, tiny) or a checkpoint to start from")
+                        f"({', '.join(sorted(PRESETS))}) or a checkpoint to start from")
     if (tokenizer.image_id, tokenizer.object_id) != (cfg.image_token_id, cfg.object_token_id):
         raise UserError(f"tokenizer places <image>/<object> at {tokenizer.image_id}/"
                         f"{tokenizer.object_id}, the model expects {cfg.image_token_id}/"
@@ -98,23 +86,32 @@ def model_config(config, tokenizer) -> TGGConfig:
     return cfg.replace(llm=dataclasses.replace(cfg.llm, remat_policy=m.remat_policy))
 
 
-def fresh_model(model_cfg: TGGConfig, seed: int, mimetic_gain: float = 0.0) -> TinyGroundingGPT:
-    """The model a run starts from when nothing is loaded; mimetic_gain > 0 starts the LLM's
-    query heads as their key heads (qwen2.mimetic_init)."""
+def param_init(config) -> Callable[[TinyGroundingGPT], None] | None:
+    """config.model.param_init as a function of a freshly built model, or None ('')."""
+    if not config.model.param_init:
+        return None
+    fn = hooks.resolve(config.model.param_init, "model.param_init")
+    return lambda model: fn(model, config)
+
+
+def fresh_model(model_cfg: TGGConfig, seed: int,
+                init: Callable[[TinyGroundingGPT], None] | None = None) -> TinyGroundingGPT:
+    """The model a run starts from when nothing is loaded; `init` (see `param_init`) then
+    changes its parameters in place."""
     model = TinyGroundingGPT(model_cfg, rngs=nnx.Rngs(seed))
-    if mimetic_gain:
-        qwen2.mimetic_init(model.llm, mimetic_gain)
+    if init is not None:
+        init(model)
     return model
 
 
 def create_state(model_cfg: TGGConfig, optimizer: optax.GradientTransformation, trainable_patterns,
-                 seed: int, mimetic_gain: float = 0.0):
+                 seed: int, init: Callable[[TinyGroundingGPT], None] | None = None):
     """(graphdef, abstract TrainState with logical metadata, zero-argument init function that
     builds `fresh_model`)."""
     is_trainable = trainable_filter(trainable_patterns)
 
-    def init():
-        model = fresh_model(model_cfg, seed, mimetic_gain)
+    def init_state():
+        model = fresh_model(model_cfg, seed, init)
         _, trainable, frozen = nnx.split(model, is_trainable, ...)
         return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable, frozen=frozen,
                           opt_state=optimizer.init(trainable))
@@ -123,8 +120,8 @@ def create_state(model_cfg: TGGConfig, optimizer: optax.GradientTransformation, 
     graphdef, trainable, frozen = nnx.split(abstract_model, is_trainable, ...)
     names = [tgg_name(p) for p, _ in nnx.to_flat_state(nnx.state(abstract_model, nnx.Param))]
     check_patterns(trainable_patterns, names, towers_frozen=model_cfg.freeze_towers)
-    abstract = jax.eval_shape(init)
-    return graphdef, abstract, init
+    abstract = jax.eval_shape(init_state)
+    return graphdef, abstract, init_state
 
 
 def state_sharding(abstract: TrainState, optimizer: optax.GradientTransformation, mesh) -> TrainState:

@@ -18,15 +18,17 @@ import time
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from tgg_jax import checkpoint, sharding
 from tgg_jax.data import pipeline
+from tgg_jax.data.example_spec import ExampleSpec, for_model
+from tgg_jax.data.tokenizer import load_tokenizer, tokenizer_dir_beside
 from tgg_jax.errors import RunStopped, UserError
 from tgg_jax.models.tgg import TGGConfig, count_params
-from tgg_jax.train import compile_cache, history, run_config
+from tgg_jax.train import compile_cache, history, hooks, run_config
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
-from tgg_jax.train import tower_align
 from tgg_jax.train.checkpointing import Checkpointer
 from tgg_jax.train.metrics import Reporter, peak_flops_per_device, train_flops_per_step
 from tgg_jax.train.step import TrainState, check_loss_normalization, make_eval_step, make_train_step
@@ -74,13 +76,11 @@ def validate(config, num_devices: int | None = None, process_count: int | None =
     if max(config.data.buckets) > config.data.max_length:
         raise ValueError("config.data.buckets exceed config.data.max_length")
     check_loss_normalization(config.loss_normalization, "config.loss_normalization")
-    if config.tower_align.steps > 0:
-        if config.model.preset != "tiny":
-            raise ValueError("config.tower_align is for the from-scratch tiny model; the "
-                             f"{config.model.preset} preset imports pretrained towers")
-        if config.init_from:
-            raise ValueError("config.tower_align starts the model itself; it cannot be combined "
-                             f"with config.init_from ({config.init_from})")
+    hooks.check(config)
+    if config.init_hook and config.init_from:
+        raise ValueError(f"config.init_hook ({config.init_hook}) starts the model itself; it cannot "
+                         f"be combined with config.init_from ({config.init_from}): set "
+                         "--config.init_hook='' to start from init_from")
     if config.loss_chunk and any(b % config.loss_chunk for b in config.data.buckets):
         raise ValueError(f"every bucket must be a multiple of config.loss_chunk {config.loss_chunk}")
 
@@ -100,15 +100,15 @@ class Run:
     checkpointer: Checkpointer
     data_iter: object
     total_steps: int
-    example_spec: pipeline.ExampleSpec
+    example_spec: ExampleSpec
     jitted: dict = dataclasses.field(default_factory=dict)
     preempted: bool = False  # set when train() stopped on SIGTERM
 
 
 def load_run_tokenizer(config, workdir: str):
     """The run's tokenizer, saved in the workdir so eval and predict use the same one:
-    config.data.tokenizer, or ('') the one that came with config.init_from."""
-    from tgg_jax.data.tokenizer import load_tokenizer, tokenizer_dir_beside
+    config.data.tokenizer (a directory, or a function that makes one: train/hooks.py), or ('')
+    the one that came with config.init_from."""
     saved = os.path.join(workdir, "tokenizer")
     # The saved one is the run's only once a checkpoint exists (a resume's config check compares
     # the tokenizer); before that, a corrected config.data.tokenizer replaces it.
@@ -119,10 +119,8 @@ def load_run_tokenizer(config, workdir: str):
             raise UserError("config.data.tokenizer is '' and there is no config.init_from to take "
                             "it from: set --config.data.tokenizer=DIR")
         tok = load_tokenizer(tokenizer_dir_beside(checkpoint.resolve_checkpoint(config.init_from)))
-    elif config.data.tokenizer == "tiny":
-        from tgg_jax.data.builders.tgg_shapes import tokenizer_corpus
-        from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
-        tok = train_tiny_tokenizer(tokenizer_corpus(), vocab_size=512)
+    elif hooks.is_hook(config.data.tokenizer):
+        tok = hooks.resolve(config.data.tokenizer, "data.tokenizer")(config)
     else:
         tok = load_tokenizer(os.path.expanduser(config.data.tokenizer))
     if jax.process_index() == 0:
@@ -130,13 +128,11 @@ def load_run_tokenizer(config, workdir: str):
     return tok
 
 
-def example_spec(config, model_cfg: TGGConfig) -> pipeline.ExampleSpec:
-    return pipeline.ExampleSpec(image_size=model_cfg.image_size, image_tokens=model_cfg.image_tokens,
-                                object_tokens=model_cfg.object_tokens, max_length=config.data.max_length,
-                                max_objects=config.data.max_objects,
-                                object_margin=config.data.object_margin,
-                                object_jitter=config.data.object_jitter,
-                                alpha=config.data.get("alpha", "drop"))
+def example_spec(config, model_cfg: TGGConfig) -> ExampleSpec:
+    """The run's examples: the model's, at config.data's length, objects and crop margins."""
+    return for_model(model_cfg, max_length=config.data.max_length,
+                     max_objects=config.data.max_objects, object_margin=config.data.object_margin,
+                     object_jitter=config.data.object_jitter, alpha=config.data.get("alpha", "drop"))
 
 
 def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
@@ -163,7 +159,7 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     optimizer = opt_lib.make_optimizer(config)
     schedule = opt_lib.learning_rate_schedule(config)
     graphdef, abstract, init = state_lib.create_state(model_cfg, optimizer, tuple(config.trainable), config.seed,
-                                                      mimetic_gain=config.model.mimetic_gain)
+                                                      state_lib.param_init(config))
     shardings = state_lib.state_sharding(abstract, optimizer, mesh)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.checkpoint.keep,
                                 every_steps=config.checkpoint.every_steps,
@@ -175,7 +171,7 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     data_iter = None
     if with_data:
         data_dir = os.path.expanduser(config.data.data_dir)
-        ensure_builtin_data(config, data_dir)
+        prepare_data(config, data_dir)
         per_host = config.batch_size // jax.process_count()
         data_iter = pipeline.make_train_iterator(
             [tuple(m) for m in config.data.mixture], data_dir=data_dir, tokenizer=tokenizer, spec=spec,
@@ -184,28 +180,28 @@ def setup(config, workdir: str, *, with_data: bool = True, devices=None) -> Run:
     if checkpointer.latest_step() is not None:
         state, _ = checkpointer.restore(state, data_iter)
         logging.info("resumed from step %d", int(state.step))
-    elif config.init_from or config.tower_align.steps > 0:
-        path = (checkpoint.resolve_checkpoint(config.init_from) if config.init_from
-                else tower_align.ensure_aligned(config, workdir, tokenizer, model_cfg))
-        state = state_lib.load_init_from(state, path, shardings, model_cfg)
-        logging.info("initialised parameters from %s", path)
+    else:
+        path = None
+        if config.init_from:
+            path = checkpoint.resolve_checkpoint(config.init_from)
+        elif config.init_hook:
+            path = hooks.resolve(config.init_hook, "init_hook")(config, workdir, tokenizer, model_cfg)
+        if path:
+            state = state_lib.load_init_from(state, path, shardings, model_cfg)
+            logging.info("initialised parameters from %s", path)
     return Run(config, workdir, tokenizer, model_cfg, mesh, graphdef, state, shardings, optimizer,
                schedule, checkpointer, data_iter, steps, spec)
 
 
-def ensure_builtin_data(config, data_dir: str) -> None:
-    """The embedded default needs nothing but the repository: build tgg_shapes if it is missing."""
-    names = {m[0] for m in config.data.mixture} | {e[0] for e in config.data.eval}
-    if config.final_eval.enabled:
-        names.add(config.final_eval.dataset)
+def prepare_data(config, data_dir: str) -> None:
+    """config.data.prepare (e.g. generating datasets that need no raw files) on process 0; the
+    other processes wait for it."""
+    if not config.data.prepare:
+        return
     if jax.process_index() == 0:
-        from tgg_jax.data.builders.tgg_shapes import ensure_built
-        for name in sorted(names):
-            if name.split("/")[0] == "tgg_shapes":
-                ensure_built(data_dir, name.split("/")[1] if "/" in name else "default")
+        hooks.resolve(config.data.prepare, "data.prepare")(config, data_dir)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-        multihost_utils.sync_global_devices("tgg_shapes built")
+        multihost_utils.sync_global_devices("config.data.prepare")
 
 
 class PreemptionGuard:
@@ -227,7 +223,6 @@ class PreemptionGuard:
     def requested(self) -> bool:
         if jax.process_count() == 1:
             return self._signalled
-        from jax.experimental import multihost_utils
         return bool(np.max(multihost_utils.process_allgather(np.int32(self._signalled))))
 
     def restore(self):

@@ -12,7 +12,8 @@ from typing import Any
 
 from etils import epath
 
-from tgg_jax.data.builders.common import RawDataBuilder, Skip, decode_record, record_features
+from tgg_jax.data.builders.base import RawDataBuilder
+from tgg_jax.data.builders.raw_entries import Skip
 from tgg_jax.data.builders.flickr30k_entities import Flickr30kEntities
 from tgg_jax.data.builders.gqa import Gqa
 from tgg_jax.data.builders.llava_bench import LlavaBench
@@ -20,6 +21,7 @@ from tgg_jax.data.builders.llava_conversations import LlavaConversations
 from tgg_jax.data.builders.mmbench import Mmbench
 from tgg_jax.data.builders.mme import Mme
 from tgg_jax.data.builders.pope import Pope
+from tgg_jax.data.builders.records import decode_record, record_features
 from tgg_jax.data.builders.refcoco import RefCoco
 from tgg_jax.data.builders.scienceqa import Scienceqa
 from tgg_jax.data.builders.tgg_shapes import TggShapes

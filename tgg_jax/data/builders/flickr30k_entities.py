@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ElementTree
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import common
+from tgg_jax.data.builders import base, checks, raw_entries, records
 
 GROUNDED_DESCRIPTION_PROMPT = ("Briefly describe the image and give the coordinate of each "
                                "object you mention.")
@@ -40,14 +40,14 @@ class Flickr30kEntitiesConfig(tfds.core.BuilderConfig):
     image_dir: str = "flickr30k-images"
 
 
-class Flickr30kEntities(common.RawDataBuilder):
+class Flickr30kEntities(base.RawDataBuilder):
     """Flickr30k Entities captions as grounded descriptions (phrases with their boxes)."""
 
     name = "flickr30k_entities"
     HOMEPAGE = "https://github.com/BryanPlummer/flickr30k_entities"
     BUILDER_CONFIGS = [Flickr30kEntitiesConfig(name="default", description="all five captions")]
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         self._raw_dir = raw_dir
         sentences = raw_dir / config.sentences_dir
@@ -59,16 +59,16 @@ class Flickr30kEntities(common.RawDataBuilder):
                    for s, path in lists.items()}
         else:
             ids = {"train": sorted(p.stem for p in sentences.glob("*.txt"))}
-        return {s: [common.Entry(i, str(sentences / f"{i}.txt"), i) for i in split_ids]
+        return {s: [raw_entries.Entry(i, str(sentences / f"{i}.txt"), i) for i in split_ids]
                 for s, split_ids in ids.items() if split_ids}
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         config, image_id = self.builder_config, entry.data
         xml_path = self._raw_dir / config.annotations_dir / f"{image_id}.xml"
         try:
             captions = epath.Path(entry.source).read_text(encoding="utf-8").splitlines()
         except (FileNotFoundError, UnicodeDecodeError) as e:
-            raise common.Skip("unreadable annotation", image_id, entry.source, repr(e)) from None
+            raise raw_entries.Skip("unreadable annotation", image_id, entry.source, repr(e)) from None
         image_path = self.image_folder(self._raw_dir, config.image_dir) / f"{image_id}.jpg"
         image, width, height = self.images.read(image_path, image_id)
         boxes = entity_boxes(xml_path, image_id, width, height)
@@ -77,9 +77,9 @@ class Flickr30kEntities(common.RawDataBuilder):
             try:
                 answer = _grounded_caption(caption, boxes, width, height)
             except ValueError as e:
-                yield common.Skip("malformed conversation", record_id, entry.source, str(e))
+                yield raw_entries.Skip("malformed conversation", record_id, entry.source, str(e))
                 continue
-            yield common.make_record(
+            yield records.make_record(
                 record_id=record_id, source="flickr30k_entities",
                 conversations=[{"from": "human", "value": GROUNDED_DESCRIPTION_PROMPT},
                                {"from": "gpt", "value": answer}],
@@ -92,9 +92,9 @@ def entity_boxes(path: epath.Path, image_id: str, width: int,
     try:
         root = ElementTree.fromstring(path.read_bytes())
     except FileNotFoundError:
-        raise common.Skip("unreadable annotation", image_id, path, "missing") from None
+        raise raw_entries.Skip("unreadable annotation", image_id, path, "missing") from None
     except ElementTree.ParseError as e:
-        raise common.Skip("unreadable annotation", image_id, path, str(e)) from None
+        raise raw_entries.Skip("unreadable annotation", image_id, path, str(e)) from None
     boxes = collections.defaultdict(list)
     for obj in root.iter("object"):
         corners = obj.find("bndbox")
@@ -104,9 +104,9 @@ def entity_boxes(path: epath.Path, image_id: str, width: int,
             xmin, ymin, xmax, ymax = (float(corners.findtext(k)) for k in
                                       ("xmin", "ymin", "xmax", "ymax"))
         except (TypeError, ValueError):
-            raise common.Skip("unreadable annotation", image_id, path, "bad <bndbox>") from None
+            raise raw_entries.Skip("unreadable annotation", image_id, path, "bad <bndbox>") from None
         # 1-based inclusive pixel indices -> 0-based pixel edges.
-        box = common.check_box((xmin - 1, ymin - 1, xmax, ymax), width, height, image_id, path)
+        box = checks.check_box((xmin - 1, ymin - 1, xmax, ymax), width, height, image_id, path)
         for name in obj.findall("name"):
             boxes[(name.text or "").strip()].append(box)
     return boxes
@@ -118,7 +118,7 @@ def _grounded_caption(caption: str, boxes, width: int, height: int) -> str:
     def ground(match: re.Match) -> str:
         phrase = match.group(3).strip()
         entity_boxes = boxes.get(match.group(1), [])
-        return " ".join([phrase] + [common.box_text(b, width, height) for b in entity_boxes])
+        return " ".join([phrase] + [checks.box_text(b, width, height) for b in entity_boxes])
 
     text = PHRASE.sub(ground, caption)
     if "[/EN#" in text:

@@ -12,7 +12,8 @@ import dataclasses
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import benchmark, common
+from tgg_jax import spec
+from tgg_jax.data.builders import base, benchmark, checks, raw_entries, raw_json, records
 
 
 @dataclasses.dataclass
@@ -24,7 +25,7 @@ class GqaConfig(tfds.core.BuilderConfig):
     split: str = "testdev_balanced"
 
 
-class Gqa(common.RawDataBuilder):
+class Gqa(base.RawDataBuilder):
     """GQA balanced questions (testdev by default)."""
 
     name = "gqa"
@@ -34,22 +35,22 @@ class Gqa(common.RawDataBuilder):
     def _extra_features(self):
         return {"question": tfds.features.Text(), "label": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         self._image_dir = self.image_folder(raw_dir, config.image_dir)
         path = raw_dir / config.questions_file
-        questions = common.read_json(path, dict)
-        return {config.split: [common.Entry(str(qid), str(path), q)
+        questions = raw_json.read_json(path, dict)
+        return {config.split: [raw_entries.Entry(str(qid), str(path), q)
                                for qid, q in questions.items()]}
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         record_id, question = entry.id, entry.data
-        text = common.clean_text(question["question"], record_id, entry.source, "question")
-        label = common.clean_text(question["answer"], record_id, entry.source, "answer")
+        text = checks.clean_text(question["question"], record_id, entry.source, "question")
+        label = checks.clean_text(question["answer"], record_id, entry.source, "answer")
         image, width, height = self.images.read(self._image_dir / f"{question['imageId']}.jpg",
                                                 record_id)
-        yield common.make_record(
+        yield records.make_record(
             record_id=record_id, source="gqa",
-            conversations=benchmark.conversation(self.name, {"question": text}, label,
+            conversations=benchmark.conversation(spec.short_answer_prompt(text), label,
                                                  record_id, entry.source),
             image=image, width=width, height=height, question=text, label=label)

@@ -12,7 +12,7 @@ import dataclasses
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import benchmark, common
+from tgg_jax.data.builders import base, benchmark, checks, raw_entries, raw_json, records
 
 
 @dataclasses.dataclass
@@ -23,7 +23,7 @@ class LlavaBenchConfig(tfds.core.BuilderConfig):
     image_dir: str = "images"
 
 
-class LlavaBench(common.RawDataBuilder):
+class LlavaBench(base.RawDataBuilder):
     """LLaVA-Bench (In-the-Wild): 60 open-ended questions on 24 images."""
 
     name = "llava_bench"
@@ -34,19 +34,18 @@ class LlavaBench(common.RawDataBuilder):
     def _extra_features(self):
         return {"question": tfds.features.Text(), "category": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         self._image_dir = self.image_folder(raw_dir, config.image_dir)
-        return {"test": common.jsonl_entries(raw_dir / config.questions_file)}
+        return {"test": raw_json.jsonl_entries(raw_dir / config.questions_file)}
 
-    def _entry_records(self, split: str, entry: common.Entry):
-        question = common.json_line(entry.data, entry)
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
+        question = raw_json.json_line(entry.data, entry)
         record_id = str(question["question_id"])
-        text = common.clean_text(question["text"], record_id, entry.source, "text")
+        text = checks.clean_text(question["text"], record_id, entry.source, "text")
         image, width, height = self.images.read(self._image_dir / question["image"], record_id)
-        yield common.make_record(
+        yield records.make_record(
             record_id=record_id, source="llava_bench",
-            conversations=benchmark.conversation(self.name, {"question": text}, "", record_id,
-                                                 entry.source),
+            conversations=benchmark.conversation(text, "", record_id, entry.source),
             image=image, width=width, height=height, question=text,
             category=str(question.get("category", "")))

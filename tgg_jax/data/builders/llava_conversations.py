@@ -32,7 +32,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import common
+from tgg_jax.data.builders import base, checks, raw_entries, raw_json, records
 
 # Stage 1b's caption instructions ("a sampled instruction that requires the model to provide a
 # concise description of the image", paper §3.1), in the manner of LLaVA's brief-description list.
@@ -75,7 +75,7 @@ def _config(name: str, json_files, image_root: str, description: str, **kw):
                                     image_root=image_root, description=description, **kw)
 
 
-class LlavaConversations(common.RawDataBuilder):
+class LlavaConversations(base.RawDataBuilder):
     """LLaVA-format conversations (optionally with <object> boxes) and their images."""
 
     name = "llava_conversations"
@@ -111,39 +111,39 @@ class LlavaConversations(common.RawDataBuilder):
                 instruction_seed=config.instruction_seed)
         return info
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         candidates = [raw_dir / f for f in (config.json_file, *config.json_alternatives)]
         path = next((p for p in candidates if p.exists()), None)
         if path is None:
             raise FileNotFoundError(f"{self.name}/{config.name}: none of "
                                     f"{', '.join(map(str, candidates))} exists")
-        items = common.read_json(path, list)
+        items = raw_json.read_json(path, list)
         self._image_root = self.image_folder(raw_dir, config.image_root)
-        entries = [common.Entry(_item_id(item, i), str(path), item) for i, item in enumerate(items)]
+        entries = [raw_entries.Entry(_item_id(item, i), str(path), item) for i, item in enumerate(items)]
         return {config.split: entries}
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         item, source = entry.data, entry.source
         if not isinstance(item, dict):
-            raise common.Skip("malformed record", entry.id, source, "not a JSON object")
+            raise raw_entries.Skip("malformed record", entry.id, source, "not a JSON object")
         image, width, height = b"", 0, 0
         if item.get("image"):
             if not isinstance(item["image"], str):
-                raise common.Skip("malformed record", entry.id, source, "image is not a path")
+                raise raw_entries.Skip("malformed record", entry.id, source, "image is not a path")
             image, width, height = self.images.read(self._image_root / item["image"], entry.id)
         raw_objects = item.get("objects") or []
         if not isinstance(raw_objects, list):
-            raise common.Skip("bad box", entry.id, source, "objects is not a list of boxes")
+            raise raw_entries.Skip("bad box", entry.id, source, "objects is not a list of boxes")
         if raw_objects and not image:
-            raise common.Skip("bad box", entry.id, source, "objects given without an image")
-        objects = [common.check_box(b, width, height, entry.id, source) for b in raw_objects]
-        conversations = common.check_conversation(
+            raise raw_entries.Skip("bad box", entry.id, source, "objects given without an image")
+        objects = [checks.check_box(b, width, height, entry.id, source) for b in raw_objects]
+        conversations = checks.check_conversation(
             item.get("conversations"), entry.id, source,
             has_image=bool(image), num_objects=len(objects))
         if self.builder_config.instructions:
             conversations[0]["value"] = self.instruction(entry.id)
-        yield common.make_record(record_id=entry.id, source=self.builder_config.name,
+        yield records.make_record(record_id=entry.id, source=self.builder_config.name,
                                  conversations=conversations, image=image, width=width,
                                  height=height, objects=objects)
 

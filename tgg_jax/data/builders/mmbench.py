@@ -13,13 +13,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import benchmark, common
+from tgg_jax import spec
+from tgg_jax.data.builders import base, benchmark, checks, raw_entries, records
 
 OPTIONS = ("A", "B", "C", "D")
 
@@ -47,7 +49,7 @@ def read_sheet(path: epath.Path) -> list[dict[str, str]]:
     return list(reader)
 
 
-class Mmbench(common.RawDataBuilder):
+class Mmbench(base.RawDataBuilder):
     """MMBench multiple-choice questions (dev with answers, test without)."""
 
     TAKES_IMAGE_ROOT = False  # images are inside the sheets
@@ -62,22 +64,22 @@ class Mmbench(common.RawDataBuilder):
                 **{letter: tfds.features.Text() for letter in OPTIONS},
                 "category": tfds.features.Text(), "label": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         splits = {}
         for split, filename in (("dev", config.dev_file), ("test", config.test_file)):
             path = raw_dir / filename
             if path.exists():
-                splits[split] = [common.Entry(row.get("index") or f"row {n}", str(path), row)
+                splits[split] = [raw_entries.Entry(row.get("index") or f"row {n}", str(path), row)
                                  for n, row in enumerate(read_sheet(path), 2)]
         return splits
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         row, source = entry.data, entry.source
         record_id = str(int(row["index"]))
 
         def cell(column):
-            value = common.clean_text(row.get(column) or "", record_id, source, column)
+            value = checks.clean_text(row.get(column) or "", record_id, source, column)
             # pandas writes a missing hint or option as "nan" in some releases.
             return "" if value.lower() == "nan" else value
 
@@ -85,11 +87,14 @@ class Mmbench(common.RawDataBuilder):
                   **{letter: cell(letter) for letter in OPTIONS}}
         label = cell("answer").upper()
         if label and label not in [l for l in OPTIONS if fields[l]]:
-            raise common.Skip("unreadable annotation", record_id, source,
+            raise raw_entries.Skip("unreadable annotation", record_id, source,
                               f"answer {label!r} is not one of its options")
+        # The options are the leading letters that have one (as the evaluator reads them).
+        options = list(itertools.takewhile(bool, (fields[letter] for letter in OPTIONS)))
+        question = spec.multiple_choice_prompt(fields["question"], options, context=fields["hint"])
         image, width, height = benchmark.decode_base64_image(row["image"] or "", record_id, source)
-        yield common.make_record(
+        yield records.make_record(
             record_id=record_id, source="mmbench",
-            conversations=benchmark.conversation(self.name, fields, label, record_id, source),
+            conversations=benchmark.conversation(question, label, record_id, source),
             image=image, width=width, height=height, category=cell("category"), label=label,
             **fields)

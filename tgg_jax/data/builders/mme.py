@@ -15,7 +15,7 @@ import dataclasses
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import benchmark, common
+from tgg_jax.data.builders import base, benchmark, checks, raw_entries, records
 
 RELEASE_DIR = "MME_Benchmark_release_version"
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
@@ -27,7 +27,7 @@ class MmeConfig(tfds.core.BuilderConfig):
     """MME as released (no fields: the layout is fixed)."""
 
 
-class Mme(common.RawDataBuilder):
+class Mme(base.RawDataBuilder):
     """MME perception and cognition yes/no questions (14 subtasks)."""
 
     TAKES_IMAGE_ROOT = False  # images sit beside their questions
@@ -40,7 +40,7 @@ class Mme(common.RawDataBuilder):
         return {"question": tfds.features.Text(), "label": tfds.features.Text(),
                 "category": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         root = raw_dir / RELEASE_DIR if (raw_dir / RELEASE_DIR).is_dir() else raw_dir
         entries = []
         for subtask in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -48,33 +48,32 @@ class Mme(common.RawDataBuilder):
             text_dir = subtask / QUESTIONS_DIR if nested else subtask
             image_dir = subtask / "images" if nested else subtask
             for path in sorted(text_dir.glob("*.txt")):
-                entries.append(common.Entry(f"{subtask.name}/{path.stem}", str(path),
+                entries.append(raw_entries.Entry(f"{subtask.name}/{path.stem}", str(path),
                                             (subtask.name, path, image_dir)))
         return {"test": entries} if entries else {}
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         category, path, image_dir = entry.data
         image_path = next((image_dir / (path.stem + s) for s in IMAGE_SUFFIXES
                            if (image_dir / (path.stem + s)).exists()), None)
         if image_path is None:
-            raise common.Skip("missing image", entry.id, image_dir / f"{path.stem}.*")
+            raise raw_entries.Skip("missing image", entry.id, image_dir / f"{path.stem}.*")
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except UnicodeDecodeError as e:
-            raise common.Skip("unreadable annotation", entry.id, path, str(e)) from None
+            raise raw_entries.Skip("unreadable annotation", entry.id, path, str(e)) from None
         for n, line in enumerate((l for l in lines if l.strip()), 1):
             record_id = f"{entry.id}/{n}"
             question, sep, answer = line.rpartition("\t")
             label = answer.strip().capitalize()
             if not sep or label not in ("Yes", "No"):
-                yield common.Skip("unreadable annotation", record_id, path,
+                yield raw_entries.Skip("unreadable annotation", record_id, path,
                                   f"line {line!r} is not 'question<TAB>Yes|No'")
                 continue
-            text = common.clean_text(question, record_id, path, "question")
+            text = checks.clean_text(question, record_id, path, "question")
             image, width, height = self.images.read(image_path, record_id)
-            yield common.make_record(
+            yield records.make_record(
                 record_id=record_id, source="mme",
-                conversations=benchmark.conversation(self.name, {"question": text}, label,
-                                                     record_id, str(path)),
+                conversations=benchmark.conversation(text, label, record_id, str(path)),
                 image=image, width=width, height=height, question=text, label=label,
                 category=category)

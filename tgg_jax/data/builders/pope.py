@@ -16,7 +16,8 @@ import dataclasses
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import common
+from tgg_jax import spec
+from tgg_jax.data.builders import base, checks, raw_entries, raw_json, records
 
 CATEGORIES = ("random", "popular", "adversarial")
 
@@ -29,7 +30,7 @@ class PopeConfig(tfds.core.BuilderConfig):
     image_dir: str = "val2014"
 
 
-class Pope(common.RawDataBuilder):
+class Pope(base.RawDataBuilder):
     """POPE yes/no object-existence questions (random / popular / adversarial)."""
 
     name = "pope"
@@ -41,7 +42,7 @@ class Pope(common.RawDataBuilder):
         return {"label": tfds.features.Text(), "category": tfds.features.Text(),
                 "question": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         self._image_dir = self.image_folder(raw_dir, config.image_dir)
         splits = {}
@@ -51,22 +52,22 @@ class Pope(common.RawDataBuilder):
             path = next((p for p in (raw_dir / name, raw_dir / config.prefix / name)
                          if p.exists()), raw_dir / name)
             if path.exists():
-                splits[category] = common.jsonl_entries(path, tag=category)
+                splits[category] = raw_json.jsonl_entries(path, tag=category)
         return splits
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         category, line = entry.data
-        question = common.json_line(line, entry)
+        question = raw_json.json_line(line, entry)
         record_id = str(question["question_id"])
         label = str(question["label"]).strip().lower()
         if label not in ("yes", "no"):
-            raise common.Skip("unreadable annotation", record_id, entry.source,
+            raise raw_entries.Skip("unreadable annotation", record_id, entry.source,
                               f"label {question['label']!r} is not yes/no")
-        text = common.clean_text(question["text"], record_id, entry.source, "text")
+        text = checks.clean_text(question["text"], record_id, entry.source, "text")
         image, width, height = self.images.read(self._image_dir / question["image"], record_id)
-        yield common.make_record(
+        yield records.make_record(
             record_id=record_id, source=f"pope_{self.builder_config.prefix}",
-            conversations=[{"from": "human", "value": text + common.SHORT_ANSWER_SUFFIX},
+            conversations=[{"from": "human", "value": spec.short_answer_prompt(text)},
                            {"from": "gpt", "value": label.capitalize()}],
             image=image, width=width, height=height,
             label=label, category=category, question=text)

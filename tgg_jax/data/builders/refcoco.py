@@ -22,8 +22,9 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from tgg_jax import spec
 from tgg_jax.data import safe_pickle
-from tgg_jax.data.builders import common
+from tgg_jax.data.builders import base, checks, raw_entries, raw_json, records
 
 
 @dataclasses.dataclass
@@ -36,7 +37,7 @@ class RefCocoConfig(tfds.core.BuilderConfig):
     image_dir: str = "images/mscoco/images/train2014"  # the refer toolkit's; or train2014/
 
 
-class RefCoco(common.RawDataBuilder):
+class RefCoco(base.RawDataBuilder):
     """RefCOCO, RefCOCO+ (UNC splits) and RefCOCOg (UMD splits) on COCO train2014."""
 
     name = "refcoco"
@@ -51,17 +52,17 @@ class RefCoco(common.RawDataBuilder):
     ]
 
     def _extra_features(self):
-        return {"task": tfds.features.Text(), "gt_box": common.box_feature(),
+        return {"task": tfds.features.Text(), "gt_box": records.box_feature(),
                 "expression": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         refs_path = raw_dir / config.dataset / f"refs({config.split_by}).p"
         instances_path = raw_dir / config.dataset / "instances.json"
         refs = safe_pickle.load(refs_path)
         if not isinstance(refs, list):
             raise ValueError(f"{refs_path}: expected a list of refs, got {type(refs).__name__}")
-        instances = common.read_json(instances_path, dict)
+        instances = raw_json.read_json(instances_path, dict)
         try:
             self._images = {im["id"]: im for im in instances["images"]}
             self._boxes = {ann["id"]: ann["bbox"] for ann in instances["annotations"]}
@@ -75,7 +76,7 @@ class RefCoco(common.RawDataBuilder):
             split = ref.get("split") if isinstance(ref, dict) else None
             ref_id = str(ref.get("ref_id", f"#{i}")) if isinstance(ref, dict) else f"#{i}"
             if split in wanted:
-                splits[split].append(common.Entry(ref_id, str(refs_path), ref))
+                splits[split].append(raw_entries.Entry(ref_id, str(refs_path), ref))
         for split in wanted:
             if not splits[split]:
                 logging.warning("%s: no refs of split %r in %s", self.name, split, refs_path)
@@ -83,37 +84,37 @@ class RefCoco(common.RawDataBuilder):
         return {s: sorted(splits[s], key=lambda e: str(e.data.get("image_id")))
                 for s in wanted if splits[s]}
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         ref, source = entry.data, entry.source
         if ref.get("image_id") not in self._images:
-            raise common.Skip("unreadable annotation", entry.id, source,
+            raise raw_entries.Skip("unreadable annotation", entry.id, source,
                               f"image_id {ref.get('image_id')} is not in instances.json")
         if ref.get("ann_id") not in self._boxes:
-            raise common.Skip("unreadable annotation", entry.id, source,
+            raise raw_entries.Skip("unreadable annotation", entry.id, source,
                               f"ann_id {ref.get('ann_id')} is not in instances.json")
         image_info = self._images[ref["image_id"]]
         image, width, height = self.images.read(self._image_dir / image_info["file_name"], entry.id)
-        box = common.check_box(common.xywh_to_xyxy(self._boxes[ref["ann_id"]]), width, height,
+        box = checks.check_box(checks.xywh_to_xyxy(self._boxes[ref["ann_id"]]), width, height,
                                entry.id, source)
-        target = common.box_text(box, width, height)
+        target = checks.box_text(box, width, height)
         for sentence in ref["sentences"]:
             sent_id = f"{entry.id}_{sentence.get('sent_id', '?')}"
             text = sentence.get("sent") or sentence.get("raw")
             try:
-                expression = common.clean_expression(
-                    common.clean_text(text, sent_id, source, "sentence"))
-            except common.Skip as skip:
+                expression = checks.clean_expression(
+                    checks.clean_text(text, sent_id, source, "sentence"))
+            except raw_entries.Skip as skip:
                 yield skip
                 continue
             if not expression:
-                yield common.Skip("malformed conversation", sent_id, source, "empty sentence")
+                yield raw_entries.Skip("malformed conversation", sent_id, source, "empty sentence")
                 continue
-            tasks = [("rec", sent_id, common.REC_PROMPT.format(expression=expression), target)]
+            tasks = [("rec", sent_id, spec.rec_prompt(expression), target)]
             if split == "train":
                 tasks.append(("caption", f"{sent_id}_caption",
-                              common.REGION_CAPTION_PROMPT.format(box=target), expression))
+                              spec.region_caption_prompt(target), expression))
             for task, record_id, question, answer in tasks:
-                yield common.make_record(
+                yield records.make_record(
                     record_id=record_id, source=self.builder_config.name,
                     conversations=[{"from": "human", "value": question},
                                    {"from": "gpt", "value": answer}],

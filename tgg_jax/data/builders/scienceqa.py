@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import benchmark, common
+from tgg_jax import spec
+from tgg_jax.data.builders import base, benchmark, checks, raw_entries, raw_json, records
 
 
 @dataclasses.dataclass
@@ -28,7 +29,7 @@ class ScienceqaConfig(tfds.core.BuilderConfig):
     image_only: bool = True
 
 
-class Scienceqa(common.RawDataBuilder):
+class Scienceqa(base.RawDataBuilder):
     """ScienceQA multiple-choice science questions (test)."""
 
     name = "scienceqa"
@@ -45,17 +46,17 @@ class Scienceqa(common.RawDataBuilder):
                 "hint": tfds.features.Text(),
                 "has_image": tfds.features.Scalar(dtype=np.bool_)}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         self._image_dir = self.image_folder(raw_dir, "images")
         problems_path = raw_dir / "problems.json"
-        problems = common.read_json(problems_path, dict)
-        pid_splits = common.read_json(raw_dir / "pid_splits.json", dict)
+        problems = raw_json.read_json(problems_path, dict)
+        pid_splits = raw_json.read_json(raw_dir / "pid_splits.json", dict)
         splits = {}
         for split in self.builder_config.splits:
             if split not in pid_splits:
                 raise ValueError(f"{raw_dir / 'pid_splits.json'}: no split {split!r} "
                                  f"(has {sorted(pid_splits)})")
-            entries = [common.Entry(str(pid), str(problems_path), problems.get(str(pid)))
+            entries = [raw_entries.Entry(str(pid), str(problems_path), problems.get(str(pid)))
                        for pid in pid_splits[split]]
             if self.builder_config.image_only:
                 entries = [e for e in entries
@@ -63,29 +64,29 @@ class Scienceqa(common.RawDataBuilder):
             splits[split] = entries
         return splits
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         record_id, problem = entry.id, entry.data
         if problem is None:
-            raise common.Skip("unreadable annotation", record_id, entry.source,
+            raise raw_entries.Skip("unreadable annotation", record_id, entry.source,
                               "listed in pid_splits.json but not in problems.json")
-        text = common.clean_text(problem["question"], record_id, entry.source, "question")
-        choices = [common.clean_text(c, record_id, entry.source, "choice")
+        text = checks.clean_text(problem["question"], record_id, entry.source, "question")
+        choices = [checks.clean_text(c, record_id, entry.source, "choice")
                    for c in problem["choices"]]
         label = int(problem["answer"])
         if not 0 <= label < len(choices):
-            raise common.Skip("unreadable annotation", record_id, entry.source,
+            raise raw_entries.Skip("unreadable annotation", record_id, entry.source,
                               f"answer {label} outside {len(choices)} choices")
-        hint = common.clean_text(problem.get("hint") or "", record_id, entry.source, "hint")
+        hint = checks.clean_text(problem.get("hint") or "", record_id, entry.source, "hint")
         has_image = bool(problem.get("image"))
         image, width, height = b"", 0, 0
         if has_image:
             image, width, height = self.images.read(
                 self._image_dir / split / record_id / problem["image"], record_id)
-        fields = {"question": text, "choices": choices, "hint": hint, "has_image": has_image}
-        yield common.make_record(
+        yield records.make_record(
             record_id=record_id, source="scienceqa",
-            conversations=benchmark.conversation(self.name, fields, ascii_uppercase[label],
-                                                 record_id, entry.source, has_image=has_image),
+            conversations=benchmark.conversation(spec.scienceqa_prompt(text, choices, hint),
+                                                 ascii_uppercase[label], record_id, entry.source,
+                                                 has_image=has_image),
             image=image, width=width, height=height, question=text,
             choices=np.asarray(choices, dtype=object), label=label, hint=hint,
             has_image=has_image)

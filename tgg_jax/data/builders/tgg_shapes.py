@@ -14,16 +14,14 @@ import dataclasses
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data import shapes
-from tgg_jax.data.builders import common
+from tgg_jax.data import shape_tasks, shapes
+from tgg_jax.data.builders import base, raw_entries, records
 
 
 # Object questions (a zoomed crop) are the fastest way for a model trained from scratch to tie
 # visual features to colour and kind words, and yes/no needs those words found in the image.
 WEIGHTED_TRAIN_TASKS = ("object", "yesno", "rec", "object", "caption", "yesno", "object", "describe")
-# Half of the train records yes/no: more yes/no questions than the weighted cycle's 2 of 8.
-YESNO_HALF_TRAIN_TASKS = ("yesno", "object", "yesno", "rec", "yesno", "caption", "yesno", "describe",
-                          "yesno", "object")
+YESNO_ONLY_TRAIN_TASKS = ("yesno",)
 # REC is the slowest task to learn from scratch: 3 of 8 records, each asking up to 4 shapes.
 REC_TRAIN_TASKS = ("rec", "object", "yesno", "rec", "caption", "object", "rec", "describe")
 
@@ -37,16 +35,16 @@ class TggShapesConfig(tfds.core.BuilderConfig):
     test_size: int = 500
     seed: int = 0
     multi_turn: float = 0.25
-    # The train split's task cycle; validation and test always use shapes.TASKS, so every
+    # The train split's task cycle; validation and test always use shape_tasks.TASKS, so every
     # config's held-out splits hold the same records.
-    train_tasks: tuple[str, ...] = shapes.TASKS
+    train_tasks: tuple[str, ...] = shape_tasks.TASKS
     # Yes/no questions per train yes/no record (shapes.make_record); held-out records ask one.
     yesno_turns: int = 1
     # REC questions per train REC record, about different shapes (held-out records ask one).
     rec_turns: int = 1
 
 
-class TggShapes(common.RawDataBuilder):
+class TggShapes(base.RawDataBuilder):
     """Procedural shapes scenes for grounding: REC, region captions, <object> questions, yes/no."""
 
     TAKES_IMAGE_ROOT = False  # generated
@@ -61,16 +59,11 @@ class TggShapes(common.RawDataBuilder):
         TggShapesConfig(name="default", description="20000 / 500 / 500 records"),
         TggShapesConfig(name="small", train_size=2000, validation_size=200, test_size=200,
                         description="2000 / 200 / 200 records"),
-        TggShapesConfig(name="weighted", train_tasks=WEIGHTED_TRAIN_TASKS,
-                        description="default's held-out splits; train weighted 3:2:1:1:1 towards "
-                                    "<object> and yes/no questions (the tiny default's mixture)"),
-        TggShapesConfig(name="yesno_half", train_tasks=YESNO_HALF_TRAIN_TASKS,
-                        description="default's held-out splits; half of the train records yes/no "
-                                    "(docs/tiny_model.md: how many yes/no questions learning needs)"),
         TggShapesConfig(name="yesno_multi", train_tasks=WEIGHTED_TRAIN_TASKS, yesno_turns=4,
-                        description="weighted, but each train yes/no record asks up to 4 questions "
-                                    "about its image (answers independent)"),
-        TggShapesConfig(name="yesno_only", train_tasks=("yesno",), yesno_turns=4,
+                        description="default's held-out splits; train weighted 3:2:1:1:1 towards "
+                                    "<object> and yes/no questions, each yes/no record asking up to "
+                                    "4 questions about its image (answers independent)"),
+        TggShapesConfig(name="yesno_only", train_tasks=YESNO_ONLY_TRAIN_TASKS, yesno_turns=4,
                         description="default's held-out splits; every train record asks up to 4 "
                                     "yes/no questions about its image (for mixtures that weight "
                                     "yes/no up)"),
@@ -83,21 +76,21 @@ class TggShapes(common.RawDataBuilder):
     ]
 
     def _extra_features(self):
-        return {"task": tfds.features.Text(), "gt_box": common.box_feature(),
+        return {"task": tfds.features.Text(), "gt_box": records.box_feature(),
                 "answer": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         sizes = {"train": config.train_size, "validation": config.validation_size,
                  "test": config.test_size}
-        return {split: [common.Entry(str(i), "tgg_shapes", i) for i in range(n)]
+        return {split: [raw_entries.Entry(str(i), "tgg_shapes", i) for i in range(n)]
                 for split, n in sizes.items() if n > 0}
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         config = self.builder_config
         # Eval records stay single-turn, so task / gt_box / answer describe the whole record.
         multi_turn = config.multi_turn if split == "train" else 0.0
-        tasks = config.train_tasks if split == "train" else shapes.TASKS
+        tasks = config.train_tasks if split == "train" else shape_tasks.TASKS
         train = split == "train"
         yield shapes.make_record(config.seed, split, entry.data, multi_turn, tasks=tuple(tasks),
                                  yesno_turns=config.yesno_turns if train else 1,
@@ -111,14 +104,3 @@ def ensure_built(data_dir: epath.PathLike, config: str = "default") -> TggShapes
         builder.download_and_prepare()
     return builder
 
-
-def tokenizer_corpus(count: int = 2000, seed: int = 0) -> list[str]:
-    """Texts to train the tiny tokenizer on: the turns of the first `count` train records (no
-    images drawn), every attribute phrase, and the chat template's system prompt."""
-    from tgg_jax.data.template import SYSTEM_PROMPT
-
-    texts = [turn["value"]
-             for i in range(count)
-             for turn in shapes.make_record(seed, "train", i, multi_turn=0.25,
-                                            render=False)["conversations"]]
-    return texts + shapes.vocabulary_phrases() + [SYSTEM_PROMPT]

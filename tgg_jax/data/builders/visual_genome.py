@@ -20,7 +20,8 @@ import dataclasses
 import tensorflow_datasets as tfds
 from etils import epath
 
-from tgg_jax.data.builders import common
+from tgg_jax import spec
+from tgg_jax.data.builders import base, checks, raw_entries, raw_json, records
 
 
 @dataclasses.dataclass
@@ -33,7 +34,7 @@ class VisualGenomeConfig(tfds.core.BuilderConfig):
     regions_per_record: int = 10
 
 
-class VisualGenome(common.RawDataBuilder):
+class VisualGenome(base.RawDataBuilder):
     """Visual Genome v1.2 region descriptions as region captioning and REC."""
 
     name = "visual_genome"
@@ -43,60 +44,60 @@ class VisualGenome(common.RawDataBuilder):
     def _extra_features(self):
         return {"task": tfds.features.Text()}
 
-    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[common.Entry]]:
+    def _raw_splits(self, raw_dir: epath.Path) -> dict[str, list[raw_entries.Entry]]:
         config = self.builder_config
         regions_path, images_path = raw_dir / config.regions_file, raw_dir / config.images_file
-        images, regions = common.read_json(images_path, list), common.read_json(regions_path, list)
+        images, regions = raw_json.read_json(images_path, list), raw_json.read_json(regions_path, list)
         self._image_root = self.image_folder(raw_dir, config.image_root)
         self._paths = {}
         for info in images:
             if isinstance(info, dict) and isinstance(info.get("url"), str):
                 image_id = info.get("image_id", info.get("id"))
                 self._paths[image_id] = "/".join(info["url"].rsplit("/", 2)[-2:])
-        entries = [common.Entry(str(item.get("id") if isinstance(item, dict) else f"#{i}"),
+        entries = [raw_entries.Entry(str(item.get("id") if isinstance(item, dict) else f"#{i}"),
                                 str(regions_path), item)
                    for i, item in enumerate(regions)]
         return {"train": entries}
 
-    def _entry_records(self, split: str, entry: common.Entry):
+    def _entry_records(self, split: str, entry: raw_entries.Entry):
         item, source = entry.data, entry.source
         image_id = item["id"]
         if image_id not in self._paths:
-            raise common.Skip("unreadable annotation", entry.id, source,
+            raise raw_entries.Skip("unreadable annotation", entry.id, source,
                               "image id not in image_data.json")
         image, width, height = self.images.read(self._image_root / self._paths[image_id], entry.id)
         regions = []
         for region in item["regions"]:
             region_id = f"{entry.id}/{region.get('region_id', '?')}"
             try:
-                box = common.check_box(
-                    common.xywh_to_xyxy([region["x"], region["y"], region["width"],
+                box = checks.check_box(
+                    checks.xywh_to_xyxy([region["x"], region["y"], region["width"],
                                          region["height"]]), width, height, region_id, source)
-                phrase = common.clean_expression(
-                    common.clean_text(region["phrase"], region_id, source, "phrase"))
-            except common.Skip as skip:
+                phrase = checks.clean_expression(
+                    checks.clean_text(region["phrase"], region_id, source, "phrase"))
+            except raw_entries.Skip as skip:
                 yield skip
                 continue
             except (KeyError, TypeError, ValueError) as e:
-                yield common.Skip("unreadable annotation", region_id, source, repr(e))
+                yield raw_entries.Skip("unreadable annotation", region_id, source, repr(e))
                 continue
             if not phrase:
-                yield common.Skip("malformed conversation", region_id, source, "empty phrase")
+                yield raw_entries.Skip("malformed conversation", region_id, source, "empty phrase")
                 continue
-            regions.append((phrase, common.box_text(box, width, height)))
+            regions.append((phrase, checks.box_text(box, width, height)))
         counts = collections.Counter(phrase.lower() for phrase, _ in regions)
         size = max(1, self.builder_config.regions_per_record)
         for start in range(0, len(regions), size):
             group = regions[start:start + size]
             turns = {
-                "caption": [(common.REGION_CAPTION_PROMPT.format(box=box), phrase)
+                "caption": [(spec.region_caption_prompt(box), phrase)
                             for phrase, box in group],
-                "rec": [(common.REC_PROMPT.format(expression=phrase), box)
+                "rec": [(spec.rec_prompt(phrase), box)
                         for phrase, box in group if counts[phrase.lower()] == 1],
             }
             for task, pairs in turns.items():
                 if pairs:
-                    yield common.make_record(
+                    yield records.make_record(
                         record_id=f"{entry.id}_{start // size}_{task}", source="visual_genome",
                         conversations=[{"from": role, "value": text} for q, a in pairs
                                        for role, text in (("human", q), ("gpt", a))],

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tgg_jax.data.template import encode_conversation
-from tgg_jax.data.tiny_tokenizer import train_tiny_tokenizer
+from tgg_jax.tiny.tokenizer import corpus, train_tiny_tokenizer
 
 CORPUS = [
     "Output the coordinate of the dog on the left.",
@@ -74,3 +74,14 @@ def test_save_loads_in_transformers(tiny, tmp_path):
     assert hf.eos_token == "<|im_end|>" and len(hf) == tiny.vocab_size
     for text in CORPUS[:5]:
         assert hf.encode(text, add_special_tokens=False) == tiny.encode(text)
+
+
+def test_corpus_holds_every_word_the_tasks_use():
+    text_corpus = corpus(count=50)
+    assert text_corpus == corpus(count=50)
+    text = "\n".join(text_corpus)
+    for word in ("small", "medium", "large", "orange", "diamond", "star", "on the left",
+                 "Output the coordinate of", "Describe the region", "<object>", "Yes", "No",
+                 "Is there an orange", "You are a helpful assistant."):
+        assert word in text, word
+    assert "an red" not in text and "a orange" not in text

@@ -20,8 +20,9 @@ Why: without image tokens in the word space the tiny model stays at chance on ye
 CPU-sized run; with them (2000 steps) the tiny default answers 0.84 of the held-out yes/no
 questions (docs/tiny_model.md).
 
-`ensure_aligned` runs it once per workdir and saves a parameter checkpoint (WORKDIR/aligned) the
-trainer then starts from, like `init_from`; a resumed run skips it.
+`ensure_aligned`, the tiny configs' config.init_hook, runs it once per workdir and saves a
+parameter checkpoint (WORKDIR/aligned) the trainer then starts from, like `init_from`; a resumed
+run skips it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from absl import logging
 from flax import nnx
 
 from tgg_jax import checkpoint
-from tgg_jax.data import shapes
+from tgg_jax.data import shape_render, shape_scenes
 from tgg_jax.data.coords import pad_offset, pixel_to_square
 from tgg_jax.data.preprocess import crop_object, preprocess_image
 from tgg_jax.evals.rec import box_iou
@@ -49,6 +50,7 @@ from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
 from tgg_jax.train import optimizer as opt_lib
 from tgg_jax.train import state as state_lib
 
+PRESET = "tgg_jax.tiny.model:preset"  # config.model.preset of the tiny configs
 ALIGNED_DIR = "aligned"
 REPORT_FILE = "tower_align.json"  # inside ALIGNED_DIR: the stage's metrics and seconds
 BACKGROUND = ","
@@ -61,14 +63,15 @@ NO_WORD = ""  # a target slot with no word (a crop's size: a zoomed crop shows n
 def word_ids(tokenizer) -> dict[str, tuple[int, ...]]:
     """Token ids of every colour, kind and size word as it appears inside a question (after a
     space), of the background marker, and NO_WORD (no ids); padded with -1 to one length."""
-    ids = {w: tokenizer.encode(" " + w) for w in (*shapes.KINDS, *shapes.COLORS, *shapes.SIZES)}
+    words = (*shape_scenes.KINDS, *shape_scenes.COLORS, *shape_scenes.SIZES)
+    ids = {w: tokenizer.encode(" " + w) for w in words}
     ids[BACKGROUND] = tokenizer.encode(BACKGROUND)
     ids[NO_WORD] = []
     longest = max(len(v) for v in ids.values())
     return {w: tuple(v) + (-1,) * (longest - len(v)) for w, v in ids.items()}
 
 
-def cell_owners(scene: shapes.Scene, grid: int) -> np.ndarray:
+def cell_owners(scene: shape_scenes.Scene, grid: int) -> np.ndarray:
     """[grid²] the index of the shape each cell of the pooled token grid shows, or -1.
 
     The image is padded to a square (SPEC §2) before the grid is laid over it. A shape claims
@@ -107,12 +110,12 @@ def draw_batch(rng: np.random.Generator, n: int, words: dict, grid: int, size: i
     background = (words[BACKGROUND],) * nwords
     own_boxes = cell_boxes(grid)
 
-    def named(s: shapes.Shape, shown_size: bool) -> tuple:
+    def named(s: shape_scenes.Shape, shown_size: bool) -> tuple:
         return ((words[s.color], words[s.kind], words[s.size if shown_size else NO_WORD])[:nwords])
 
     for _ in range(n):
-        scene = shapes.sample_scene(rng)
-        img = shapes.render_scene(scene).convert("RGB")
+        scene = shape_scenes.sample_scene(rng)
+        img = shape_render.render_scene(scene).convert("RGB")
         images.append(preprocess_image(img, size))
         owners = cell_owners(scene, grid)
         image_words.append([named(scene.shapes[o], True) if o >= 0 else background for o in owners])
@@ -210,7 +213,7 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
         optimizer.update(model, grads)
         return loss
 
-    colours = jnp.array([words[c] for c in shapes.COLORS])
+    colours = jnp.array([words[c] for c in shape_scenes.COLORS])
 
     @nnx.jit
     def evaluate(model, images, crops, image_words, crop_words, image_boxes):
@@ -260,12 +263,23 @@ def align(model: TinyGroundingGPT, tokenizer, *, steps: int, lr: float, batch_si
     return {**{f"{k}_before": v for k, v in before.items()}, **result}
 
 
-def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str:
-    """WORKDIR/aligned, the stage-0 parameter checkpoint; trained first when it is not there.
+def check(config) -> None:
+    """Stage 0 trains towers from scratch: only the tiny preset has such towers."""
+    if config.tower_align.steps > 0 and config.model.preset != PRESET:
+        raise ValueError("config.tower_align is for the from-scratch tiny model; the "
+                         f"{config.model.preset} preset imports pretrained towers")
+
+
+def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str | None:
+    """config.init_hook of the tiny configs: WORKDIR/aligned, the stage-0 parameter checkpoint,
+    trained first when it is not there; None (a fresh start) when config.tower_align.steps is 0.
 
     The model starts as the trainer's fresh state would (`state.fresh_model`), and the whole
     checkpoint is loaded, so the LLM the main stage sees is the one whose embeddings the towers
     were aligned to."""
+    check(config)
+    if config.tower_align.steps <= 0:
+        return None
     out = os.path.join(workdir, ALIGNED_DIR)
     if os.path.isfile(os.path.join(out, checkpoint.CONFIG_FILE)):
         return out
@@ -276,7 +290,7 @@ def ensure_aligned(config, workdir: str, tokenizer, model_cfg: TGGConfig) -> str
     logging.info("tower alignment (stage 0): %d steps of %d scenes into %s", a.steps, a.batch_size, out)
     # Towers unfrozen for this stage only; the parameters start as the trainer's would.
     model = state_lib.fresh_model(model_cfg.replace(freeze_towers=False), config.seed,
-                                  config.model.mimetic_gain)
+                                  state_lib.param_init(config))
     start = time.time()
     metrics = align(model, tokenizer, steps=a.steps, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
                     size_word=a.size_word, box_code=a.box_code, box_weight=a.box_weight,

@@ -1,6 +1,7 @@
-"""After training the embedded default: score the held-out split against baselines computed by the
-same evaluator on the same records, measure per task how much the answers rely on the global
-image (loss with the own image vs another record's), and leave pictures (boxes, training curves).
+"""After training the tiny model (config.final_eval.fn of the tiny configs): score the held-out
+split against baselines computed by the same evaluator on the same records, measure per task how
+much the answers rely on the global image (loss with the own image vs another record's), and
+leave pictures (boxes, training curves).
 
 Writes WORKDIR/eval/metrics.json, WORKDIR/eval/examples/*.png and WORKDIR/eval/training_curves.png.
 """
@@ -17,8 +18,10 @@ from flax import nnx
 
 from tgg_jax.data import pipeline
 from tgg_jax.evals import shapes as shapes_eval
+from tgg_jax.evals.rec import predicted_pixel_box
 from tgg_jax.inference import answer, prompt_inputs
 from tgg_jax.models.tgg import TinyGroundingGPT
+from tgg_jax.train.optimizer import trainable_filter
 from tgg_jax.train.trainer import compiled_steps, held_out_loss
 from tgg_jax.visualize import draw_boxes, plot_history
 
@@ -48,8 +51,11 @@ def predict(model, records, tokenizer, spec, config) -> list[str]:
 
 
 def evaluate_run(run) -> dict:
+    """The final evaluation of a finished run (nothing when config.final_eval.enabled is off)."""
     config = run.config
     fe = config.final_eval
+    if not fe.enabled:
+        return {}
     data_dir = os.path.expanduser(config.data.data_dir)
     records = load_records(fe.dataset, fe.split, data_dir, fe.examples)
     trained = nnx.merge(run.graphdef, run.state.trainable, run.state.frozen)
@@ -122,7 +128,6 @@ def image_reliance(run, eval_step, state, records: list[dict], batch_size: int) 
 
 def _as_train_state(run, model):
     """A TrainState-shaped view of `model`'s parameters for the shared eval step."""
-    from tgg_jax.train.optimizer import trainable_filter
     _, trainable, frozen = nnx.split(model, trainable_filter(tuple(run.config.trainable)), ...)
     return run.state.replace(trainable=trainable, frozen=frozen)
 
@@ -136,7 +141,6 @@ def print_table(results: dict) -> None:
 
 
 def _draw_examples(records, answers, out_dir: str, count: int) -> None:
-    from tgg_jax.evals.rec import predicted_pixel_box
     os.makedirs(out_dir, exist_ok=True)
     box_records = [(r, a) for r, a in zip(records, answers) if r["task"] == "rec"][:count]
     for r, a in box_records:

@@ -1,5 +1,9 @@
-"""A small byte-level BPE tokenizer trained on a given corpus, for the embedded CPU default: the
-tiny model cannot afford Qwen2.5's 151936-row vocabulary on two CPU cores."""
+"""The tiny model's tokenizer: a small byte-level BPE trained on tgg_shapes text (the tiny model
+cannot afford Qwen2.5's 151936-row vocabulary on two CPU cores).
+
+`make` is what the tiny configs name as their tokenizer (config.data.tokenizer =
+"tgg_jax.tiny.tokenizer:make"): the run trains it once and keeps it as WORKDIR/tokenizer.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ from collections.abc import Iterable
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from tgg_jax.data.tokenizer import ENDOFTEXT, IM_END, IM_START, IMAGE_TOKEN, OBJECT_TOKEN, \
-    TggTokenizer
+from tgg_jax.data.shape_tasks import vocabulary_phrases
+from tgg_jax.data.shapes import make_record
+from tgg_jax.data.tokenizer import ENDOFTEXT, IM_END, IM_START, TggTokenizer
+from tgg_jax.spec import IMAGE_TOKEN, OBJECT_TOKEN, SYSTEM_PROMPT
 
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, IMAGE_TOKEN, OBJECT_TOKEN)
+VOCAB_SIZE = 512  # at most; the corpus below gives 431 entries
 
 
 def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> TggTokenizer:
@@ -40,3 +47,18 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> TggToke
               "pad_token": ENDOFTEXT, "bos_token": None, "unk_token": None,
               "clean_up_tokenization_spaces": False}
     return TggTokenizer(backend, config, source="tiny tokenizer")
+
+
+def corpus(count: int = 2000, seed: int = 0) -> list[str]:
+    """Texts to train the tiny tokenizer on: the turns of the first `count` tgg_shapes train
+    records (no images drawn), every attribute phrase, and the chat template's system prompt."""
+    texts = [turn["value"]
+             for i in range(count)
+             for turn in make_record(seed, "train", i, multi_turn=0.25, render=False)["conversations"]]
+    return texts + vocabulary_phrases() + [SYSTEM_PROMPT]
+
+
+def make(config) -> TggTokenizer:
+    """config.data.tokenizer hook of the tiny configs: the tokenizer trained on `corpus()`."""
+    del config
+    return train_tiny_tokenizer(corpus(), vocab_size=VOCAB_SIZE)

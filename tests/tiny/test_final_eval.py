@@ -7,8 +7,8 @@ import os
 import numpy as np
 
 from tests.train.test_trainer import data_dir, small_config  # noqa: F401  (fixture)
+from tgg_jax.tiny.final_eval import evaluate_run, swap_images
 from tgg_jax.train import trainer
-from tgg_jax.train.final_eval import evaluate_run, swap_images
 
 
 def test_swap_images_moves_only_the_global_image():

@@ -12,19 +12,20 @@ import pytest
 from flax import nnx
 
 from tgg_jax import checkpoint
-from tgg_jax.convert.mapping import tgg_name
-from tgg_jax.data import shapes
+from tgg_jax.data import shape_scenes
+from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.tgg import TinyGroundingGPT
+from tgg_jax.tiny import tower_align
 from tgg_jax.train import state as state_lib
-from tgg_jax.train import tower_align, trainer
+from tgg_jax.train import trainer
 from tests.train.test_trainer import data_dir, params_of, small_config  # noqa: F401  (fixture)
 
 
 def test_cell_owners_hand_worked():
     # 200 x 100 pads to a 200-px square with the image 50 px down; a 4 x 4 grid has 50-px cells.
-    big = shapes.Shape("circle", "red", "large", (0.0, 0.0, 40.0, 40.0))      # padded y 50-90
-    thin = shapes.Shape("star", "blue", "small", (120.0, 10.0, 180.0, 30.0))  # padded y 60-80
-    scene = shapes.Scene(200, 100, "plain", 0, (big, thin))
+    big = shape_scenes.Shape("circle", "red", "large", (0.0, 0.0, 40.0, 40.0))      # padded y 50-90
+    thin = shape_scenes.Shape("star", "blue", "small", (120.0, 10.0, 180.0, 30.0))  # padded y 60-80
+    scene = shape_scenes.Scene(200, 100, "plain", 0, (big, thin))
     owners = tower_align.cell_owners(scene, 4)
     expected = np.full(16, -1)
     expected[1 * 4 + 0] = 0  # covers 1600 of the cell's 2500 px² (>= a third)
@@ -38,7 +39,7 @@ def test_draw_batch_names_size_and_boxes_every_token():
     tokenizer = _FakeTokenizer()
     words = tower_align.word_ids(tokenizer)
     rng = np.random.default_rng(3)
-    scene = shapes.sample_scene(np.random.default_rng(3))  # the scene draw_batch will draw first
+    scene = shape_scenes.sample_scene(np.random.default_rng(3))  # the scene draw_batch will draw first
     images, crops, image_words, crop_words, boxes = tower_align.draw_batch(rng, 1, words, 4, 56, 4,
                                                                            size_word=True)
     assert image_words.shape[:3] == (1, 16, 3) and crop_words.shape[:3] == (1, 4, 3)
@@ -207,3 +208,10 @@ def test_trainer_starts_from_the_aligned_checkpoint_and_reuses_it(data_dir, tmp_
     monkeypatch.setattr(tower_align, "align", must_not_align)
     again = params_of(trainer.setup(config, workdir, with_data=False))
     np.testing.assert_array_equal(again["projector.linear_1.kernel"], started["projector.linear_1.kernel"])
+
+
+def test_stage0_is_for_the_tiny_preset_only(data_dir):  # noqa: F811
+    config = small_config(data_dir, **{"tower_align.steps": 5, "model.preset": "3b"})
+    with pytest.raises(ValueError, match="tower_align is for the from-scratch tiny"):
+        tower_align.check(config)
+    tower_align.check(small_config(data_dir, **{"tower_align.steps": 5}))

@@ -1,0 +1,87 @@
+"""A tgg-jax parameter checkpoint read a layer at a time (Orbax partial restore), as host numpy
+arrays: what the export streams into safetensors without ever holding the model. Orbax merges
+the per-host files of a checkpoint written by several processes, so one process reads it."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+
+from tgg_jax.checkpoint import PARAMS_DIR, abstract_model, latest_if_run, load_config
+from tgg_jax.models.naming import tgg_name, tgg_path
+
+
+def read_group(name: str) -> str:
+    """What the reader restores together with `name`: its whole layer ('llm.layers.3') for a
+    layer's parameter, else the parameter alone (embeddings and heads are the largest tensors)."""
+    parts = name.split(".")
+    for k, part in enumerate(parts):
+        if part.isdigit():
+            return ".".join(parts[: k + 1])
+    return name
+
+
+class CheckpointReader:
+    """Parameters of a tgg-jax checkpoint as host numpy arrays, restored a layer at a time.
+
+    `reader("llm.layers.0.mlp.up_proj.kernel")` restores layer 0 of the LLM (Orbax partial restore)
+    and hands its tensors out one by one, forgetting each as it goes; shapes are checked against
+    the config. Asking for the tensors layer by layer keeps at most one layer in memory.
+    """
+
+    def __init__(self, checkpoint: str):
+        path = latest_if_run(checkpoint)  # a run's checkpoints/ -> its latest step
+        self.config = load_config(path)
+        self.params_dir = os.path.join(path, PARAMS_DIR)
+        if not os.path.isdir(self.params_dir):
+            raise FileNotFoundError(f"{self.params_dir}: missing parameter tree "
+                                    f"({checkpoint} is not a tgg-jax parameter checkpoint)")
+        state = nnx.state(abstract_model(self.config), nnx.Param)
+        self.shapes = {tgg_name(p): v.get_value() for p, v in nnx.to_flat_state(state)}
+        self._checkpointer = ocp.PyTreeCheckpointer()
+        self._pending: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self._pending:
+            self._pending = {}  # let go of what is left of the previous group first
+            group = read_group(name)
+            self._pending = self._restore([n for n in self.shapes if read_group(n) == group])
+        return self._pending.pop(name)
+
+    def _restore(self, names: list[str]) -> dict[str, np.ndarray]:
+        item, args = {}, {}
+        for name in names:
+            *parents, leaf = tgg_path(name)
+            node_item, node_args = item, args
+            for key in parents:
+                node_item, node_args = node_item.setdefault(key, {}), node_args.setdefault(key, {})
+            node_item[leaf] = jax.ShapeDtypeStruct(self.shapes[name].shape, self.shapes[name].dtype)
+            node_args[leaf] = ocp.RestoreArgs(restore_type=np.ndarray)
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)  # Orbax logs ~6 INFO lines per restore
+        try:
+            restored = self._checkpointer.restore(self.params_dir, args=ocp.args.PyTreeRestore(
+                item=item, restore_args=args, partial_restore=True))
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.params_dir}: cannot read {read_group(names[0])}: {e}") from e
+        finally:
+            logging.set_verbosity(verbosity)
+        out = {}
+        for name in names:
+            value = restored
+            for key in tgg_path(name):
+                value = value.get(key) if isinstance(value, dict) else None
+            if not isinstance(value, np.ndarray):  # a partial restore hands back absent leaves as given
+                raise ValueError(f"{self.params_dir}: parameter {name} is not in the checkpoint "
+                                 f"(does tgg_config.json belong to it?)")
+            want = self.shapes[name].shape
+            if tuple(value.shape) != tuple(want):
+                raise ValueError(f"{self.params_dir}: {name} has shape {tuple(value.shape)}, "
+                                 f"its tgg_config.json implies {tuple(want)}")
+            out[name] = value
+        return out
