@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from etils import epath
 
-from tgg_jax.data.builders import common, flickr30k_entities
+from tgg_jax.data.builders import checks, flickr30k_entities, raw_entries, raw_json
 
 Table = dict[str, list[dict]]
 SOURCES = ("coco", "visual_genome", "flickr30k_entities")
@@ -28,7 +28,7 @@ def _entry(phrase: str, box) -> dict:
 
 def from_coco(instances: pathlib.Path) -> Table:
     """COCO `instances_*.json`: each annotation's category name and bbox ([x, y, w, h])."""
-    data = common.read_json(epath.Path(instances), dict)
+    data = raw_json.read_json(epath.Path(instances), dict)
     names = {c["id"]: c["name"] for c in data.get("categories", [])}
     files = {im["id"]: im["file_name"] for im in data.get("images", [])}
     table: Table = collections.defaultdict(list)
@@ -37,7 +37,7 @@ def from_coco(instances: pathlib.Path) -> Table:
             continue  # a crowd region is not one object
         if ann.get("image_id") in files and ann.get("category_id") in names:
             table[files[ann["image_id"]]].append(
-                _entry(names[ann["category_id"]], common.xywh_to_xyxy(ann["bbox"])))
+                _entry(names[ann["category_id"]], checks.xywh_to_xyxy(ann["bbox"])))
     return dict(table)
 
 
@@ -45,16 +45,16 @@ def from_visual_genome(objects: pathlib.Path, image_data: pathlib.Path) -> Table
     """Visual Genome `objects.json` (each object's first name, x/y/w/h) with `image_data.json`'s
     url giving the file (`VG_100K/1.jpg`), as the visual_genome builder finds it."""
     paths = {}
-    for info in common.read_json(epath.Path(image_data), list):
+    for info in raw_json.read_json(epath.Path(image_data), list):
         if isinstance(info, dict) and isinstance(info.get("url"), str):
             paths[info.get("image_id", info.get("id"))] = "/".join(info["url"].rsplit("/", 2)[-2:])
     table: Table = collections.defaultdict(list)
-    for item in common.read_json(epath.Path(objects), list):
+    for item in raw_json.read_json(epath.Path(objects), list):
         path = paths.get(item.get("image_id", item.get("id")))
         for obj in item.get("objects", []) if path else []:
             names = obj.get("names") or ([obj["name"]] if obj.get("name") else [])
             if names:
-                table[path].append(_entry(names[0], common.xywh_to_xyxy(
+                table[path].append(_entry(names[0], checks.xywh_to_xyxy(
                     [obj["x"], obj["y"], obj["w"], obj["h"]])))
     return dict(table)
 
@@ -69,7 +69,7 @@ def from_flickr30k_entities(raw_dir: pathlib.Path) -> Table:
         try:
             boxes = flickr30k_entities.entity_boxes(raw / "Annotations" / f"{image_id}.xml",
                                                     image_id, *_size(raw, image_id))
-        except common.Skip:
+        except raw_entries.Skip:
             continue
         seen, entries = set(), []
         for match in _phrases(sentences.read_text(encoding="utf-8")):
@@ -95,7 +95,7 @@ def _size(raw: epath.Path, image_id: str) -> tuple[float, float]:
         root = ElementTree.fromstring((raw / "Annotations" / f"{image_id}.xml").read_bytes())
         return float(root.findtext("size/width")), float(root.findtext("size/height"))
     except (OSError, ElementTree.ParseError, TypeError, ValueError):
-        raise common.Skip("unreadable annotation", image_id, raw / "Annotations") from None
+        raise raw_entries.Skip("unreadable annotation", image_id, raw / "Annotations") from None
 
 
 def convert(source: str, raw_dir: str) -> Table:
