@@ -174,9 +174,19 @@ def time_to_paper(rows: dict[str, dict], target: str = "8xh100", mfu: float | No
     return seconds
 
 
+# SPEC §3's global batches. The plan prices them unpacked, every sequence a full 2048-token row
+# (what perf_plan_8xh100.jsonl was compiled with): an upper bound, as the packed stage configs
+# carry ~3 / 3 / 2.8 / 1.75 examples a row and so need that many times fewer rows.
+SPEC_BATCH = {"stage1_pretrain": 256, "stage1_finetune": 256, "stage2": 256, "stage3": 128}
+
+
 def _config(stage: str, size: str):
     import importlib
-    return importlib.import_module(f"configs.{stage}").get_config(size)
+    config = importlib.import_module(f"configs.{stage}").get_config(size)
+    config.data.packing = False
+    config.data.examples_per_row = 1.0
+    config.batch_size = SPEC_BATCH[stage]
+    return config
 
 
 # --- one compile (runs in its own process) --------------------------------------------------

@@ -142,14 +142,14 @@ def test_failed_async_save_stops_within_one_step_and_the_previous_checkpoint_res
         out = jit_step(state, batch)
         if step >= 4:
             jax.block_until_ready(out)
-            import time
             time.sleep(1.0)
         return out
     run.jitted["train"] = slow_after_4
     with pytest.raises(CheckpointSaveError, match=r"checkpoints/4 failed to save \(OSError: .*No space "
                                                   r"left on device\); stopping\. step 2 is the last complete"):
         trainer.train(run)
-    assert int(run.state.step) == 5
+    # Noticed by the poll after step 4's save (when the write failed at once) or after step 5's.
+    assert int(run.state.step) in (4, 5)
     monkeypatch.undo()
     resumed = trainer.setup(small_config(data_dir, total_steps=10, **{"checkpoint.async_save": True}),
                             workdir, with_data=False)
