@@ -1,0 +1,146 @@
+"""Each accelerator kernel's formulation of the segment rule, checked on the CPU against a softmax
+written out in numpy (an independent reference): cuDNN's (causal + row lengths, causal + bias,
+dense mask) run through XLA with the same arguments, Pallas splash attention in Pallas' interpreter."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tgg_jax.models import attention
+from tgg_jax.models.attention import Segments
+
+
+def reference(q, k, v, q_segments, kv_segments, q_offset=0):
+    """softmax(q k^T / sqrt(H)) v over the keys of the query's segment at the same or an earlier slot
+    (query t at slot q_offset + t), GQA by repeating each key head N / K times."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    groups = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, groups, axis=2), np.repeat(v, groups, axis=2)
+    out = np.zeros_like(q)
+    for b in range(q.shape[0]):
+        for t in range(q.shape[1]):
+            seen = [s for s in range(k.shape[1])
+                    if kv_segments[b][s] == q_segments[b][t] and s <= q_offset + t]
+            logits = np.einsum("nh,snh->ns", q[b, t], k[b, seen]) / np.sqrt(q.shape[-1])
+            probs = np.exp(logits - logits.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            out[b, t] = np.einsum("ns,snh->nh", probs, v[b, seen])
+    return out
+
+
+def qkv(batch, t, s=None, heads=4, kv_heads=2, head_dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    s = t if s is None else s
+    return (jnp.asarray(rng.normal(size=(batch, t, heads, head_dim)), jnp.float32),
+            jnp.asarray(rng.normal(size=(batch, s, kv_heads, head_dim)), jnp.float32),
+            jnp.asarray(rng.normal(size=(batch, s, kv_heads, head_dim)), jnp.float32))
+
+
+RIGHT_PADDED = np.array([[1, 1, 1, 1, 1, 0, 0], [1] * 7, [3, 3, 0, 0, 0, 0, 0]], np.int32)
+PACKED = np.array([[1, 1, 1, 2, 2, 0, 0], [1] * 7, [1, 2, 2, 2, 3, 3, 3]], np.int32)
+
+
+@pytest.mark.parametrize("rows, lengths, unpacked", [
+    ([[1, 1, 1, 0, 0]], [3], True),
+    ([[1, 1, 1, 1, 1], [2, 2, 0, 0, 0]], [5, 2], True),  # any one segment id
+    ([[1, 1, 2, 2, 0]], [4], False),  # packed
+    ([[0, 0, 1, 1, 1]], [3], False),  # left-padded
+    ([[1, 1, 0, 1, 0]], [3], False),  # a hole
+    ([[1, 1, 1, 0, 0], [0, 0, 0, 0, 0]], [3, 0], False),  # a row of padding only
+    ([[1, 1, 1, 0, 0], [1, 2, 0, 0, 0]], [3, 2], False),  # one packed row decides for the batch
+])
+def test_which_rows_cudnn_takes_as_lengths(rows, lengths, unpacked):
+    got_lengths, got_unpacked = attention.unpacked_lengths(jnp.asarray(rows, jnp.int32))
+    np.testing.assert_array_equal(got_lengths, lengths)
+    assert bool(got_unpacked) == unpacked
+
+
+def test_cudnn_lengths_formulation_right_padded_rows():
+    """is_causal + query/key lengths: real tokens as the reference; queries past a row's length
+    give exactly 0, which tells this branch from the bias one (there they see earlier padding)."""
+    q, k, v = qkv(3, 7)
+    out = np.asarray(attention.cudnn_attention(q, k, v, Segments(jnp.asarray(RIGHT_PADDED)), implementation="xla"))
+    real = RIGHT_PADDED != 0
+    np.testing.assert_allclose(out[real], reference(q, k, v, RIGHT_PADDED, RIGHT_PADDED)[real], atol=1e-5)
+    assert np.all(out[~real] == 0)
+
+
+def test_cudnn_bias_formulation_packed_rows():
+    """is_causal + same-segment mask: every slot, padding included, as the reference."""
+    q, k, v = qkv(3, 7, seed=1)
+    out = attention.cudnn_attention(q, k, v, Segments(jnp.asarray(PACKED)), implementation="xla")
+    np.testing.assert_allclose(np.asarray(out), reference(q, k, v, PACKED, PACKED), atol=1e-5)
+    left_padded = np.array([[0, 0, 0, 0, 1, 1, 1]], np.int32)  # padding queries see earlier padding
+    q, k, v = qkv(1, 7, seed=2)
+    out = attention.cudnn_attention(q, k, v, Segments(jnp.asarray(left_padded)), implementation="xla")
+    np.testing.assert_allclose(np.asarray(out), reference(q, k, v, left_padded, left_padded), atol=1e-5)
+
+
+def test_cudnn_formulation_with_a_kv_cache():
+    """Left-padded prompts in a cache: queries at slots 4..5 of 8, the dense mask."""
+    q, k, v = qkv(2, 2, s=8, seed=3)
+    cache = np.array([[0, 0, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0]], np.int32)
+    segments = Segments(jnp.asarray(cache[:, 4:6]), jnp.asarray(cache), jnp.asarray(4, jnp.int32))
+    out = attention.cudnn_attention(q, k, v, segments, implementation="xla")
+    np.testing.assert_allclose(np.asarray(out), reference(q, k, v, cache[:, 4:6], cache, q_offset=4), atol=1e-5)
+
+
+@pytest.mark.parametrize("segment_ids", [RIGHT_PADDED, PACKED], ids=["lengths", "bias"])
+def test_cudnn_formulations_have_the_gradients_of_the_dense_mask(segment_ids):
+    """Gradients of q, k, v through either branch (lax.cond) equal those of XLA with the dense mask,
+    for a loss on real tokens (padding outputs are never used)."""
+    q, k, v = qkv(3, 7, seed=4)
+    segments = Segments(jnp.asarray(segment_ids))
+    weights = jnp.asarray(np.random.default_rng(5).normal(size=q.shape)) * (segment_ids != 0)[:, :, None, None]
+
+    def loss(fn):
+        return jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * weights), argnums=(0, 1, 2))(q, k, v)
+
+    got = loss(lambda q, k, v: attention.cudnn_attention(q, k, v, segments, implementation="xla"))
+    want = loss(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=segments.mask()))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5)
+
+
+def test_segments_mask_is_attention_mask():
+    ids = jnp.asarray(PACKED)
+    np.testing.assert_array_equal(Segments(ids).mask(), attention.attention_mask(ids, ids))
+
+
+def _abstract_mesh(platform: str, kind: str):
+    from jax._src.mesh import AbstractDevice, AbstractMesh
+    return AbstractMesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                        abstract_device=AbstractDevice(kind, None, platform))
+
+
+def test_attend_routes_segments_by_the_compiled_for_platform(monkeypatch):
+    """Traced for a TPU mesh, self-attention goes to splash and a cache to XLA; for a GPU mesh in
+    bf16, both go to the cuDNN formulations; on the CPU everything is XLA with the dense mask."""
+    calls = []
+    real_dpa = jax.nn.dot_product_attention
+    monkeypatch.setattr(attention, "splash_attention", lambda q, *a, **kw: calls.append("splash") or q)
+    monkeypatch.setattr(attention, "cudnn_attention", lambda q, *a, **kw: calls.append("cudnn") or q)
+    monkeypatch.setattr(jax.nn, "dot_product_attention",
+                        lambda *a, **kw: calls.append(f"xla mask={kw.get('mask') is not None}") or real_dpa(*a, **kw))
+    q, k, v = (x.astype(jnp.bfloat16) for x in qkv(3, 7))
+    own = Segments(jnp.asarray(PACKED))
+    cached = Segments(jnp.asarray(PACKED), jnp.asarray(PACKED), jnp.asarray(0, jnp.int32))
+    for platform, kind, expected in (("tpu", "TPU v5p", ["splash", "xla mask=True"]),
+                                     ("gpu", "NVIDIA H100 80GB HBM3", ["cudnn", "cudnn"]),
+                                     ("cpu", "cpu", ["xla mask=True", "xla mask=True"])):
+        calls.clear()
+        with jax.sharding.use_abstract_mesh(_abstract_mesh(platform, kind)):
+            for segments in (own, cached):
+                jax.jit(lambda q, k, v, s: attention.attend(q, k, v, mask=s)).trace(q, k, v, segments)
+        assert calls == expected, (platform, calls)
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="a host with a GPU has cuDNN to trace")
+def test_gpu_without_cudnn_falls_back_to_the_dense_mask():
+    """On this host cuDNN's trace-time probe raises, so a GPU-mesh trace compiles XLA's attention."""
+    q, k, v = (x.astype(jnp.bfloat16) for x in qkv(3, 7))
+    with jax.sharding.use_abstract_mesh(_abstract_mesh("gpu", "NVIDIA H100 80GB HBM3")):
+        text = jax.jit(lambda q, k, v: attention.attend(q, k, v, mask=Segments(jnp.asarray(PACKED)))
+                       ).trace(q, k, v).lower().as_text()
+    assert "cudnn" not in text
