@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tgg_jax import sharding
 from tgg_jax.models import attention
 from tgg_jax.models.attention import Segments
 
@@ -144,3 +145,40 @@ def test_gpu_without_cudnn_falls_back_to_the_dense_mask():
         text = jax.jit(lambda q, k, v: attention.attend(q, k, v, mask=Segments(jnp.asarray(PACKED)))
                        ).trace(q, k, v).lower().as_text()
     assert "cudnn" not in text
+
+
+# Splash attention in Pallas' interpreter: GQA (4 query heads on 2 key heads), head dim 128 as in
+# every Qwen2.5 size, lengths that are not a multiple of 128 (padded up inside).
+SPLASH_ROWS = np.array([[1] * 9 + [2] * 6 + [0] * 5, [1] * 20, [0] * 3 + [1] * 17, [4] * 12 + [0] * 8], np.int32)
+
+
+def test_splash_attention_packed_rows_match_the_reference():
+    q, k, v = qkv(4, 20, head_dim=128, seed=6)
+    out = attention.splash_attention(q, k, v, jnp.asarray(SPLASH_ROWS), interpret=True)
+    np.testing.assert_allclose(np.asarray(out), reference(q, k, v, SPLASH_ROWS, SPLASH_ROWS), atol=1e-4)
+
+
+def test_splash_attention_gradients_match_the_dense_mask():
+    """Through splash's fused backward kernel; T = 130 pads to 256, one 256-wide tile."""
+    rows = np.concatenate([np.repeat([1, 2, 3], [50, 40, 30]), np.zeros(10)]).astype(np.int32)[None]
+    q, k, v = qkv(1, 130, head_dim=128, seed=7)
+    weights = jnp.asarray(np.random.default_rng(8).normal(size=q.shape), jnp.float32)
+
+    def grads(fn):
+        return jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v) * weights), argnums=(0, 1, 2))(q, k, v)
+
+    got = grads(lambda q, k, v: attention.splash_attention(q, k, v, jnp.asarray(rows), interpret=True))
+    want = grads(lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=Segments(jnp.asarray(rows)).mask()))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=2e-4)
+
+
+def test_splash_attention_per_shard_under_a_mesh():
+    """Batch over data x fsdp, query and key heads over tensor (shard_map), as the model's rules
+    shard them: the same result as one device."""
+    q, k, v = qkv(4, 20, head_dim=128, seed=9)
+    ids = jnp.asarray(SPLASH_ROWS)
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    with jax.set_mesh(mesh):
+        out = jax.jit(lambda q, k, v, ids: attention.splash_attention(q, k, v, ids, interpret=True))(q, k, v, ids)
+    np.testing.assert_allclose(np.asarray(out), reference(q, k, v, SPLASH_ROWS, SPLASH_ROWS), atol=1e-4)
