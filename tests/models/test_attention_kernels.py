@@ -2,6 +2,10 @@
 written out in numpy (an independent reference): cuDNN's (causal + row lengths, causal + bias,
 dense mask) run through XLA with the same arguments, Pallas splash attention in Pallas' interpreter."""
 
+import importlib.util
+import os
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,6 +108,20 @@ def test_cudnn_formulations_have_the_gradients_of_the_dense_mask(segment_ids):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), atol=1e-5)
 
 
+def test_cudnn_formulations_per_shard_under_a_mesh():
+    """Each device picks the form for its own rows (shard_map): here two devices' rows are
+    right-padded (lengths) and two packed (bias); the result is the reference's on real tokens."""
+    q, k, v = qkv(4, 7, heads=2, kv_heads=2, seed=10)
+    rows = np.concatenate([RIGHT_PADDED[:2], PACKED[:1], PACKED[2:]])
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices()[:8])
+    with jax.set_mesh(mesh):
+        out = jax.jit(lambda q, k, v, ids: attention.cudnn_attention(q, k, v, Segments(ids), implementation="xla")
+                      )(q, k, v, jnp.asarray(rows))
+    real = rows != 0
+    np.testing.assert_allclose(np.asarray(out)[real], reference(q, k, v, rows, rows)[real], atol=1e-5)
+    assert np.all(np.asarray(out)[:2][~real[:2]] == 0)  # the lengths form on the first device's rows
+
+
 def test_segments_mask_is_attention_mask():
     ids = jnp.asarray(PACKED)
     np.testing.assert_array_equal(Segments(ids).mask(), attention.attention_mask(ids, ids))
@@ -182,3 +200,71 @@ def test_splash_attention_per_shard_under_a_mesh():
     with jax.set_mesh(mesh):
         out = jax.jit(lambda q, k, v, ids: attention.splash_attention(q, k, v, ids, interpret=True))(q, k, v, ids)
     np.testing.assert_allclose(np.asarray(out), reference(q, k, v, SPLASH_ROWS, SPLASH_ROWS), atol=1e-4)
+
+
+# Ahead-of-time compiles of a small decoder step (forward and backward, bf16, 2 layers, head dim 128,
+# batch sharded fsdp-wise) for accelerators this host does not have, with the compilers of the
+# `gpu-plan` extra and libtpu. Without them these tests skip; the plan scripts install both.
+H100_TARGET = os.path.join(os.path.dirname(__file__), "..", "..", "launch", "gpu_targets", "h100_sxm.txtpb")
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # no parent package (jax_plugins) at all
+        return False
+
+
+def _compiled_step_hlo(devices) -> str:
+    from flax import nnx
+
+    from tgg_jax.models import qwen2
+    cfg = qwen2.tiny(hidden_size=256, num_heads=2, num_kv_heads=1, intermediate_size=256, dtype="bfloat16",
+                     remat_policy="full")
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: qwen2.Qwen2(cfg, rngs=nnx.Rngs(0))))
+    batch, t = 4, 256
+
+    def loss(state, ids, segment_ids):
+        logits, _ = nnx.merge(graphdef, state)(ids, positions=jnp.broadcast_to(jnp.arange(t), ids.shape),
+                                               segment_ids=segment_ids)
+        return jnp.mean(logits)
+
+    mesh = sharding.make_mesh({"data": 1, "fsdp": len(devices), "tensor": 1}, devices)
+    # conftest's "highest" would ask Mosaic for bf16 matmuls at fp32 precision, which it rejects.
+    with jax.set_mesh(mesh), jax.default_matmul_precision("default"):
+        shardings = sharding.state_shardings(state, mesh)
+        state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+        ids = jax.ShapeDtypeStruct((batch, t), jnp.int32, sharding=sharding.logical_to_spec(("batch", "seq")))
+        return jax.jit(jax.grad(loss)).lower(state, ids, ids).compile().as_text()
+
+
+@pytest.mark.skipif(not _has_module("libtpu"), reason="needs libtpu (pip install 'libtpu==0.0.42.*'; "
+                    "run with JAX_PLATFORMS=cpu), the TPU compiler")
+def test_v5p_step_compiles_the_splash_kernel():
+    from jax.experimental import topologies
+    devices = topologies.get_topology_desc(topology_name="v5p:2x2x1", platform="tpu").devices
+    hlo = _compiled_step_hlo(list(devices))
+    kernels = set(re.findall(r"%(splash_\w+?)(?:\.\d+)? = ", hlo))
+    assert kernels == {"splash_mha_fwd_segmented_residuals", "splash_mha_dkv_segmented_no_residuals"}, kernels
+    # 2 layers x (forward, its recomputation under full remat, fused backward)
+    assert hlo.count('custom_call_target="tpu_custom_call"') == 6
+
+
+@pytest.mark.skipif(not _has_module("jax_plugins.xla_cuda12"),
+                    reason="needs the jax-cuda12 plugin (pip install -e '.[gpu-plan]'), the GPU compiler")
+def test_h100_step_compiles_the_cudnn_kernels():
+    """Both cuDNN formulations (lengths: fmhaSoftmax; packed rows: fmhaScaleBiasSoftmax), forward
+    and backward. JAX asks for the local cuDNN's version while tracing; without `assume_cudnn` a
+    host with no GPU compiles XLA's attention."""
+    from tgg_jax.train.plan import topology_devices
+    devices = topology_devices("cuda:1x1x4", H100_TARGET)
+    with attention.assume_cudnn():
+        hlo = _compiled_step_hlo(devices)
+    calls = [line for line in hlo.splitlines() if 'custom_call_target="__cudnn$fmha' in line]
+    assert set(re.findall(r'custom_call_target="(__cudnn\$fmha\w*)"', "\n".join(calls))) == {
+        "__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward",
+        "__cudnn$fmhaScaleBiasSoftmax", "__cudnn$fmhaScaleBiasSoftmaxBackward"}
+    # Each device's own row (batch 4 over 4 devices), never the gathered batch.
+    assert all(re.search(r"= \(bf16\[1,", line) for line in calls), calls[0][:300]
+    if jax.default_backend() != "gpu":
+        assert "__cudnn$fmha" not in _compiled_step_hlo(devices)

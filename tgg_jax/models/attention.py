@@ -201,17 +201,36 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, segments: Segments
     dpa = functools.partial(jax.nn.dot_product_attention, scale=scale, implementation=implementation)
     if not segments.self_attention:
         return dpa(q, k, v, mask=segments.mask())
-    lengths, unpacked = unpacked_lengths(segments.q)
 
-    def by_lengths(q, k, v):
-        out = dpa(q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths)
-        return jnp.where((segments.q != 0)[:, :, None, None], out, jnp.zeros((), out.dtype))
+    def local(q, k, v, segment_ids):
+        lengths, unpacked = unpacked_lengths(segment_ids)
 
-    def by_bias(q, k, v):
-        same_segment = segments.q[:, None, :, None] == segments.q[:, None, None, :]
-        return dpa(q, k, v, mask=same_segment, is_causal=True)
+        def by_lengths(q, k, v):
+            out = dpa(q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths)
+            return jnp.where((segment_ids != 0)[:, :, None, None], out, jnp.zeros((), out.dtype))
 
-    return jax.lax.cond(unpacked, by_lengths, by_bias, q, k, v)
+        def by_bias(q, k, v):
+            same_segment = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+            return dpa(q, k, v, mask=same_segment, is_causal=True)
+
+        return jax.lax.cond(unpacked, by_lengths, by_bias, q, k, v)
+
+    # Per shard: each device decides for its own rows, and the branches' residuals stay local
+    # (under automatic partitioning lax.cond's residuals come out replicated: all-gathered).
+    return per_shard(local, q, k, v, segments.q, heads_axis=2)
+
+
+def per_shard(fn, q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array, *, heads_axis: int):
+    """fn(q, k, v, segment_ids) on each device's block under a mesh (shard_map: batch over the
+    "batch" mesh axes, heads over "act_heads" / "act_kv_heads", sequence and head dim whole),
+    or on the whole arrays without one. q/k/v [B, T, N, H] (heads_axis=2) or [B, N, T, H] (1)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return fn(q, k, v, segment_ids)
+    qo, kv = (logical_to_spec(("batch", heads, None, None) if heads_axis == 1 else ("batch", None, heads, None))
+              for heads in ("act_heads", "act_kv_heads"))
+    return jax.shard_map(fn, in_specs=(qo, kv, kv, logical_to_spec(("batch", None))), out_specs=qo,
+                         check_vma=False)(q, k, v, segment_ids)
 
 
 # Splash attention's tiles: multiples of 128 (the TPU's lanes); 512 as in MaxText's defaults.
@@ -229,6 +248,10 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.
     tile is the largest of SPLASH_BLOCKS dividing the padded length. Under a mesh the kernel runs
     per shard (shard_map: batch over the "batch" axes, heads over "act_heads"); the sequence is
     not split. `interpret=True` runs the kernel in Pallas' interpreter (CPU tests).
+
+    With bf16 inputs the kernels do not compile under jax_default_matmul_precision="highest"
+    (Mosaic: "Bad lhs type" for a bf16 matmul at fp32 contract precision); the backward kernel is
+    traced outside this function, so the setting cannot be undone here.
     """
     from jax.experimental.pallas.ops.tpu import splash_attention as splash
 
@@ -252,15 +275,7 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.
                                         head_shards=1, q_seq_shards=1, block_sizes=blocks, interpret=interpret)
         return jax.vmap(kernel)(q, k, v, splash.SegmentIds(q=segment_ids, kv=segment_ids))
 
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh is None or mesh.empty:
-        out = local(q, k, v, segment_ids)
-    else:
-        qo = logical_to_spec(("batch", "act_heads", None, None))
-        kv = logical_to_spec(("batch", "act_kv_heads", None, None))
-        out = jax.shard_map(local, in_specs=(qo, kv, kv, logical_to_spec(("batch", None))), out_specs=qo,
-                            check_vma=False)(q, k, v, segment_ids)
-    return out.transpose(0, 2, 1, 3)[:, :t]
+    return per_shard(local, q, k, v, segment_ids, heads_axis=1).transpose(0, 2, 1, 3)[:, :t]
 
 
 def write_cache(buffer: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
