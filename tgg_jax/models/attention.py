@@ -12,10 +12,9 @@ Pallas splash attention the segment ids themselves.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import contextlib
 import functools
+from collections.abc import Sequence
 
 import flax.struct
 import jax
@@ -190,10 +189,12 @@ def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, segments: Segments
     Self-attention picks at run time (one scalar, `unpacked_lengths`):
     - every row one right-padded segment: `is_causal` + query/key lengths, cuDNN's
       PADDING_CAUSAL mask, which needs no [B, 1, T, S] tensor. Queries past a row's length
-      attend nowhere there; their output is set to 0 (cuDNN leaves those rows unwritten);
-    - packed rows (or a row of padding only): `is_causal` + the same-segment mask, which JAX
-      turns into a [B, 1, T, S] bias (plus its gradient in the backward pass); the causal half
-      still lets cuDNN skip the blocks above the diagonal.
+      attend nowhere there; their output is set to 0, as XLA's lengths path does (what cuDNN
+      writes in those rows is unspecified);
+    - otherwise (packed rows, left padding, a row of padding only): `is_causal` + the
+      same-segment mask, which JAX turns into a [B, 1, T, S] bias (plus its gradient in the
+      backward pass); the causal half still lets cuDNN skip the blocks above the diagonal.
+    Each device decides for its own rows (`per_shard`).
     With a KV cache (left-padded prompts, queries at an offset) the dense mask of `Segments.mask`:
     cuDNN's lengths count from slot 0 and its causal mask from query 0, neither of which holds
     there. `implementation="xla"` runs the same formulations through XLA (the CPU tests do).
