@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from tgg_jax.models.attention import INIT_STD, Attention, KVCache, attention_mask, linear
+from tgg_jax.models.attention import INIT_STD, Attention, KVCache, Segments, linear
 from tgg_jax.models.rope import rotary_tables
 from tgg_jax.sharding import constrain, param_init
 
@@ -261,14 +261,14 @@ class Qwen2(nnx.Module):
         segment_ids = segment_ids.astype(jnp.int32)
         cos, sin = rotary_tables(positions, c.head_dim, c.rope_theta)
         if cache is None:
-            mask, index = attention_mask(segment_ids, segment_ids), None
+            mask, index = Segments(segment_ids), None
         else:
             index = cache.index
             if not isinstance(index, jax.core.Tracer) and int(index) + t > cache.max_len:
                 raise ValueError(f"KV cache overflow: writing {t} tokens at slot {int(index)} "
                                  f"of a cache with max_len {cache.max_len}")
             cache_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, index))
-            mask = attention_mask(segment_ids, cache_segments, index)
+            mask = Segments(segment_ids, cache_segments, index)
 
         layer_fn = _call_layer
         if c.remat_policy != "none":
