@@ -4,6 +4,7 @@ is booked."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import types
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tgg_jax import sharding
+from tgg_jax.models import attention
 from tgg_jax.data.packing import default_packing_spec
 from tgg_jax.spec import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
 from tgg_jax.train import hooks
@@ -108,12 +110,14 @@ def compile_step(config, topology: str = "", target_config: str = "",
     step = make_train_step(graphdef, optimizer, opt_lib.learning_rate_schedule(config),
                            grad_accum_steps=config.grad_accum_steps, loss_chunk=config.loss_chunk,
                            loss_normalization=config.loss_normalization)
-    with jax.set_mesh(mesh):
+    gpu = devices[0].platform in ("gpu", "cuda") and bool(topology)
+    # A GPU plan traces cuDNN's fused attention, what runs on the GPU, even on a host without one.
+    kernels = attention.assume_cudnn() if gpu else contextlib.nullcontext()
+    with jax.set_mesh(mesh), kernels:
         t0 = time.perf_counter()
         lowered = jax.jit(step, in_shardings=(shardings, None), out_shardings=(shardings, None),
                           donate_argnums=0).lower(abstract, abstract_batch(config, model_cfg, mesh))
         t1 = time.perf_counter()
-        gpu = devices[0].platform in ("gpu", "cuda") and bool(topology)
         compiled = lowered.compile(compiler_options=GPU_AOT_COMPILER_OPTIONS if gpu else None)
         t2 = time.perf_counter()
     return {"compiled": compiled, "lowered": lowered, "devices": devices, "mesh": mesh, "model_config": model_cfg,
