@@ -33,7 +33,7 @@ class Dataset:
     name: str
     split: str
     weight: float
-    examples: int | None      # None: built on demand (tgg_shapes)
+    examples: int | None      # None: generated on first use (no raw files)
 
 
 @dataclasses.dataclass
@@ -188,7 +188,7 @@ def run_preflight(config, workdir: str, num_devices: int | None = None) -> Summa
         check_dataset(name, split, data_dir)
     tokenizer = _tokenizer(config, workdir, init_from)
     if tokenizer is None:
-        model_cfg = None  # the tiny tokenizer (and so the vocabulary) is made by the run
+        model_cfg = None  # the tokenizer (and so the vocabulary) is made by the run
         trainable = frozen = 0
     else:
         model_cfg = state_lib.model_config(config, tokenizer)
@@ -213,6 +213,6 @@ def run_preflight(config, workdir: str, num_devices: int | None = None) -> Summa
 
 def render(summary: Summary) -> str:
     if summary.model is None:
-        return "preflight: ok (tiny tokenizer and model are made by the run)"
+        return "preflight: ok (the run makes its tokenizer, and so its model, itself)"
     return summary.render()
 
