@@ -23,3 +23,13 @@ def testvectors_dir():
     if not os.path.isdir(path):
         pytest.skip("../shared/testvectors is not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A TFDS data dir holding the tgg_shapes "tiny" build (tests/tiny_run.py's data), built once
+    for the trainer, resume and launcher tests."""
+    from tgg_jax.data.builders.tgg_shapes import ensure_built
+    path = str(tmp_path_factory.mktemp("tfds"))
+    ensure_built(path, "tiny")
+    return path

@@ -200,14 +200,6 @@ def test_local_launcher_usage():
 # The real thing: two JAX processes x two simulated CPU devices each, the tiny model (small
 # overrides as in tests/train/test_trainer.py), a global batch of 8 over the 4-device data axis.
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from tgg_jax.data.builders.tgg_shapes import ensure_built
-    path = str(tmp_path_factory.mktemp("tfds"))
-    ensure_built(path, "tiny")
-    return path
-
-
 def tiny_args(data_dir, workdir, steps) -> list[str]:
     return ["--cpu_devices=2", *tiny_run.cli_args(data_dir, workdir, steps, **{"checkpoint.every_steps": 1000})]
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from tests.train.test_trainer import data_dir, small_config  # noqa: F401  (fixture)
+from tests.train.test_trainer import small_config
 from tgg_jax.tiny.final_eval import evaluate_run, swap_images
 from tgg_jax.train import trainer
 

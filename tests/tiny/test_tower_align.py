@@ -18,7 +18,7 @@ from tgg_jax.models.tgg import TinyGroundingGPT
 from tgg_jax.tiny import tower_align
 from tgg_jax.train import state as state_lib
 from tgg_jax.train import trainer
-from tests.train.test_trainer import data_dir, params_of, small_config  # noqa: F401  (fixture)
+from tests.train.test_trainer import params_of, small_config
 
 
 def test_cell_owners_hand_worked():

@@ -28,14 +28,6 @@ from tgg_jax.train.checkpointing import CheckpointSaveError
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from tgg_jax.data.builders.tgg_shapes import ensure_built
-    path = str(tmp_path_factory.mktemp("tfds"))
-    ensure_built(path, "tiny")
-    return path
-
-
 def small_config(data_dir, **overrides):
     return tiny_run.small_config(data_dir, **{"total_steps": 2, "checkpoint.every_steps": 2,
                                               "checkpoint.async_save": False, "eval_every_steps": 0,

@@ -21,14 +21,6 @@ from tgg_jax.train import trainer
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from tgg_jax.data.builders.tgg_shapes import ensure_built
-    path = str(tmp_path_factory.mktemp("tfds"))
-    ensure_built(path, "tiny")
-    return path
-
-
 def small_config(data_dir, **overrides):
     """tests/tiny_run.py's small config, stepping 4 times and checkpointing every 2 steps."""
     return tiny_run.small_config(data_dir, **{"total_steps": 4, "checkpoint.every_steps": 2,
