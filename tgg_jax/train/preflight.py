@@ -18,13 +18,12 @@ from flax import nnx
 
 from tgg_jax import checkpoint
 from tgg_jax.data import builders
-from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer, tokenizer_dir_beside
+from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer
 from tgg_jax.errors import UserError
 from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
-from tgg_jax.train import hooks
 from tgg_jax.train import state as state_lib
-from tgg_jax.train import run_config, trainer
+from tgg_jax.train import trainer
 from tgg_jax.train.optimizer import check_patterns, trainable_filter
 
 
@@ -97,23 +96,11 @@ def _init_from(config) -> str:
     return path
 
 
-def _tokenizer(config, workdir: str, init_from: str) -> TggTokenizer:
-    saved = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "tokenizer")
-    if run_config.has_checkpoint(workdir) and os.path.isfile(os.path.join(saved, "tokenizer.json")):
-        source = saved
-    elif hooks.is_hook(config.data.tokenizer):
-        return None  # made by the run itself (train/hooks.py)
-    elif config.data.tokenizer:
-        source = os.path.expanduser(config.data.tokenizer)
-    elif init_from:
-        try:
-            source = tokenizer_dir_beside(init_from)
-        except FileNotFoundError as e:
-            raise UserError(f"config.data.tokenizer is '' and init_from has none: {e}; set "
-                            "--config.data.tokenizer=DIR") from None
-    else:
-        raise UserError("config.data.tokenizer is '' and there is no config.init_from to take it "
-                        "from: set --config.data.tokenizer=DIR")
+def _tokenizer(config, workdir: str) -> TggTokenizer | None:
+    """The tokenizer the run will load, or None when the run makes it (a data.tokenizer hook)."""
+    source = trainer.tokenizer_source(config, workdir)
+    if source is None:
+        return None
     try:
         return load_tokenizer(source)
     except (FileNotFoundError, ValueError) as e:
@@ -186,7 +173,7 @@ def run_preflight(config, workdir: str, num_devices: int | None = None) -> Summa
                 for name, split, weight in config.data.mixture]
     for name, split in config.data.eval:
         check_dataset(name, split, data_dir)
-    tokenizer = _tokenizer(config, workdir, init_from)
+    tokenizer = _tokenizer(config, workdir)
     if tokenizer is None:
         model_cfg = None  # the tokenizer (and so the vocabulary) is made by the run
         trainable = frozen = 0

@@ -105,25 +105,38 @@ class Run:
     preempted: bool = False  # set when train() stopped on SIGTERM
 
 
-def load_run_tokenizer(config, workdir: str):
-    """The run's tokenizer, saved in the workdir so eval and predict use the same one:
-    config.data.tokenizer (a directory, or a function that makes one: train/hooks.py), or ('')
-    the one that came with config.init_from."""
-    saved = os.path.join(workdir, "tokenizer")
-    # The saved one is the run's only once a checkpoint exists (a resume's config check compares
-    # the tokenizer); before that, a corrected config.data.tokenizer replaces it.
+def tokenizer_source(config, workdir: str) -> str | None:
+    """Where the run's tokenizer comes from: WORKDIR/tokenizer once a checkpoint exists (a
+    resume's config check compares the tokenizer; before that, a corrected config.data.tokenizer
+    replaces it), else config.data.tokenizer, else ('') the one beside config.init_from. None:
+    config.data.tokenizer names a function that makes it (train/hooks.py)."""
+    saved = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "tokenizer")
     if run_config.has_checkpoint(workdir) and os.path.isfile(os.path.join(saved, "tokenizer.json")):
-        return load_tokenizer(saved)
-    if not config.data.tokenizer:
-        if not config.init_from:
-            raise UserError("config.data.tokenizer is '' and there is no config.init_from to take "
-                            "it from: set --config.data.tokenizer=DIR")
-        tok = load_tokenizer(tokenizer_dir_beside(checkpoint.resolve_checkpoint(config.init_from)))
-    elif hooks.is_hook(config.data.tokenizer):
+        return saved
+    if hooks.is_hook(config.data.tokenizer):
+        return None
+    if config.data.tokenizer:
+        return os.path.expanduser(config.data.tokenizer)
+    if not config.init_from:
+        raise UserError("config.data.tokenizer is '' and there is no config.init_from to take it "
+                        "from: set --config.data.tokenizer=DIR")
+    try:
+        return tokenizer_dir_beside(checkpoint.resolve_checkpoint(config.init_from))
+    except FileNotFoundError as e:
+        raise UserError(f"config.data.tokenizer is '' and init_from has none: {e}; set "
+                        "--config.data.tokenizer=DIR") from None
+
+
+def load_run_tokenizer(config, workdir: str):
+    """The run's tokenizer (tokenizer_source), saved in the workdir so eval and predict use the
+    same one."""
+    source = tokenizer_source(config, workdir)
+    if source is None:
         tok = hooks.resolve(config.data.tokenizer, "data.tokenizer")(config)
     else:
-        tok = load_tokenizer(os.path.expanduser(config.data.tokenizer))
-    if jax.process_index() == 0:
+        tok = load_tokenizer(source)
+    saved = os.path.join(workdir, "tokenizer")
+    if jax.process_index() == 0 and os.path.abspath(source or "") != os.path.abspath(saved):
         tok.save(saved)
     return tok
 
