@@ -27,7 +27,7 @@ TARGETS = {
     # one node of 8 H100 SXM 80 GB (84942979072 bytes each, as the target config says)
     "8xh100": ("cuda:1x1x8", 79.1, os.path.join(HERE, "gpu_targets", "h100_sxm.txtpb")),
 }
-STAGES = ("stage1_pretrain", "stage2", "stage3")  # stage1_finetune has stage2's shape (LLM + projector, 32/device)
+STAGES = ("stage1_pretrain", "stage2", "stage3")  # stage1_finetune has stage2's shape (LLM + projector, 12 packed rows a GPU)
 SIZES = ("1.5b", "3b", "7b")
 
 
