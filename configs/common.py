@@ -26,6 +26,8 @@ def get_base_config() -> ml_collections.ConfigDict:
                                        # "package.module:function" (tgg_jax/train/hooks.py)
     c.model.dtype = "bfloat16"         # compute dtype; parameters and optimiser state stay fp32
     c.model.remat_policy = "full"      # none | full | dots | save_attn_mlp_out
+    c.model.scan_layers = True         # layers stacked and run with one scan: XLA compiles one
+                                       # layer, not all of them (a checkpoint of either layout loads)
     c.model.object_pool = 1            # 2 -> 144 tokens per <object>
     c.model.param_init = ""            # a function changing the fresh model in place (hooks.py)
 

@@ -68,6 +68,7 @@ def get_config(arg: str = ""):
     c = add_tiny_keys(common.get_base_config())
     c.model.dtype = "float32"          # CPUs have no fast bf16 matmul
     c.model.remat_policy = "none"
+    c.model.scan_layers = False        # two layers: nothing to gain from scanning
     c.model.image_size = 112           # 8 x 8 patches of 14 px
     c.model.image_pool = 2             # 4 x 4 image tokens, each aligned to the shape under it
     c.model.object_pool = 2            # 2 x 2 pooled: 16 tokens per object

@@ -30,6 +30,7 @@ from tgg_jax.data.preprocess import expand_to_square, load_image
 from tgg_jax.data.template import encode_conversation
 from tgg_jax.data.tokenizer import TggTokenizer
 from tgg_jax.inference import prompt_inputs
+from tgg_jax.models import stacked
 from tgg_jax.models.attention import Attention, attention_mask
 from tgg_jax.models.qwen2 import Qwen2
 from tgg_jax.models.rope import apply_rotary, rotary_tables
@@ -68,7 +69,7 @@ def decoder_attention(llm: Qwen2, inputs_embeds: jax.Array, positions: jax.Array
     segment_ids = segment_ids.astype(jnp.int32)
     mask = attention_mask(segment_ids, segment_ids)
     probs = []
-    for layer in llm.layers:
+    for layer in stacked.unstacked(llm.layers):
         probs.append(attention_probabilities(layer.self_attn, layer.input_layernorm(x), cos, sin, mask))
         x, _ = layer(x, cos, sin, mask)
     return jnp.stack(probs)

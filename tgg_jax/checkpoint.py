@@ -12,6 +12,7 @@ Restoring always goes through an abstract target built from the config, so the t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -20,7 +21,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+from tgg_jax.models import stacked
+from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT, scanned_parts
+from tgg_jax.sharding import state_shardings
 
 CONFIG_FILE = "tgg_config.json"
 PARAMS_DIR = "params"
@@ -89,15 +92,30 @@ def params_target(config: TGGConfig, shardings=None):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
-def load_params(path: str, shardings=None) -> tuple[dict, TGGConfig]:
-    """Restore (params pure dict, config) from a parameter checkpoint directory."""
+def load_params(path: str, shardings=None, scanned: dict[str, bool] | None = None
+                ) -> tuple[dict, TGGConfig]:
+    """Restore (params pure dict, config) from a parameter checkpoint directory.
+
+    `scanned` ({'llm': True, ...}, models/tgg.scanned_parts) asks for that layout of the layers
+    whatever the checkpoint stores (`shardings` are then the asked layout's): the tree is
+    restored as stored and restacked on device, briefly holding both layouts."""
     path = os.path.abspath(path)
     config = load_config(path)
     params_dir = os.path.join(path, PARAMS_DIR)
     if not os.path.isdir(params_dir):
         raise FileNotFoundError(f"{params_dir}: missing parameter tree")
-    restored = ocp.StandardCheckpointer().restore(params_dir, params_target(config, shardings))
-    return restored, config
+    if scanned is None or scanned == scanned_parts(config):
+        return ocp.StandardCheckpointer().restore(params_dir, params_target(config, shardings)), config
+    stored_shardings = None
+    if shardings is not None:
+        mesh = jax.tree.leaves(shardings)[0].mesh
+        stored_shardings = state_shardings(nnx.state(abstract_model(config), nnx.Param), mesh).to_pure_dict()
+    restored = ocp.StandardCheckpointer().restore(params_dir, params_target(config, stored_shardings))
+    convert = lambda p: stacked.relayout(p, scanned)  # noqa: E731
+    params = convert(restored) if shardings is None else jax.jit(
+        convert, out_shardings=shardings, donate_argnums=0)(restored)
+    return params, config.replace(**{part: dataclasses.replace(getattr(config, part), scan_layers=s)
+                                     for part, s in scanned.items()})
 
 
 def to_host(tree):

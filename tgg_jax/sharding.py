@@ -31,6 +31,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("cache_kv_heads", "tensor"),
     ("head_dim", None),
     # parameters
+    ("layers", None),  # the stacked layers axis (scan_layers): every device holds every layer's shard
     ("embed", "fsdp"),
     ("vocab", "tensor"),
     ("q_heads", "tensor"),

@@ -48,15 +48,18 @@ class Exported:
     out: str            # `tgg-convert export-hf` output
 
 
-def import_then_export(root: str, tie: bool, max_shard_bytes: int | None = None) -> Exported:
-    """`tgg-convert import-hf` of fresh random parts, then `tgg-convert export-hf` (or, to get
-    several shards, export_hf with `max_shard_bytes`)."""
+def import_then_export(root: str, tie: bool, max_shard_bytes: int | None = None,
+                       scan_layers: bool = True) -> Exported:
+    """`tgg-convert import-hf` of fresh random parts (layers stacked, or one by one with
+    `scan_layers` False), then `tgg-convert export-hf` (or, to get several shards, export_hf
+    with `max_shard_bytes`)."""
     parts = ref.build_parts(tie=tie)
     hf = ref.save_parts(os.path.join(root, "hf"), *parts)
     checkpoint, tok_dir, out = (os.path.join(root, p) for p in ("ckpt", "tokenizer", "export"))
     assert cli.main(["import-hf", "--llm", hf["llm"], "--clip", hf["clip"], "--dinov2", hf["dinov2"],
                      "--projector", hf["projector"], "--image_token_id", str(ref.IMAGE_ID),
-                     "--object_token_id", str(ref.OBJECT_ID), "--out", checkpoint]) == 0
+                     "--object_token_id", str(ref.OBJECT_ID), "--out", checkpoint]
+                    + ([] if scan_layers else ["--no-scan_layers"])) == 0
     placeholder_tokenizer().save(tok_dir)
     if max_shard_bytes is None:
         assert cli.main(["export-hf", "--checkpoint", checkpoint, "--out", out, "--tokenizer", tok_dir]) == 0

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from tests import hf_reference as ref
 from tests.convert.export_fixtures import import_then_export, placeholder_tokenizer
 from tests.evals import fake_data
-from tgg_jax.checkpoint import load_params, save_config
+from tgg_jax.checkpoint import load_params, save_config, save_params
 from tgg_jax.convert import cli
 from tgg_jax.convert.checkpoint_reader import CheckpointReader
 from tgg_jax.convert.export_hf import export_hf
@@ -38,14 +38,16 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 @pytest.fixture(scope="module")
 def tied(tmp_path_factory):
-    """Tied head, exported by the CLI with its defaults (one safetensors file per part)."""
+    """Tied head, exported by the CLI with its defaults (layers stacked, one safetensors file
+    per part)."""
     return import_then_export(str(tmp_path_factory.mktemp("tied")), tie=True)
 
 
 @pytest.fixture(scope="module")
 def untied_sharded(tmp_path_factory):
-    """Untied head, exported in shards of at most 40 KB."""
-    return import_then_export(str(tmp_path_factory.mktemp("untied")), tie=False, max_shard_bytes=40_000)
+    """Untied head, layers stored one by one, exported in shards of at most 40 KB."""
+    return import_then_export(str(tmp_path_factory.mktemp("untied")), tie=False, max_shard_bytes=40_000,
+                              scan_layers=False)
 
 
 @pytest.fixture(params=["tied", "untied_sharded"])
@@ -152,10 +154,11 @@ def test_tgg_config_holds_the_spec_numbers(exported):
 
 def test_export_imports_back_to_the_same_checkpoint(exported):
     out = exported.out
+    params, saved_config = load_params(exported.checkpoint)
     back, config = import_hf(os.path.join(out, "llm"), os.path.join(out, "clip"), os.path.join(out, "dinov2"),
                              projector=os.path.join(out, "projector.safetensors"),
-                             image_token_id=ref.IMAGE_ID, object_token_id=ref.OBJECT_ID)
-    params, saved_config = load_params(exported.checkpoint)
+                             image_token_id=ref.IMAGE_ID, object_token_id=ref.OBJECT_ID,
+                             scan_layers=saved_config.llm.scan_layers)
     assert config == saved_config
     for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
@@ -199,9 +202,10 @@ def test_tensors_are_written_one_at_a_time(tmp_path):
         assert torch.equal(got[f"w{i}"], torch.from_numpy(np.ascontiguousarray(want)).to(torch.bfloat16))
 
 
-def test_reader_holds_one_layer_at_a_time(tied):
-    reader = CheckpointReader(tied.checkpoint)
-    params, _ = load_params(tied.checkpoint)
+def test_reader_holds_one_layer_at_a_time(untied_sharded):
+    reader = CheckpointReader(untied_sharded.checkpoint)
+    params, config = load_params(untied_sharded.checkpoint)
+    assert not config.llm.scan_layers
     layer0 = [n for n in reader.shapes if n.startswith("llm.layers.0.")]
     refs = []
     for name in layer0:
@@ -217,6 +221,37 @@ def test_reader_holds_one_layer_at_a_time(tied):
     assert all(r() is None for r in refs)
     assert sorted(reader._pending) == sorted(n for n in reader.shapes if n.startswith("llm.layers.1.")
                                              and n != "llm.layers.1.mlp.up_proj.kernel")
+
+
+def test_reader_of_stacked_layers_reads_each_tensor_once(tied):
+    """Stacked layers: asking for one layer's tensor restores that tensor of every layer, and
+    the other layers' slices wait to be asked for; names and shapes are per layer."""
+    reader = CheckpointReader(tied.checkpoint)
+    params, config = load_params(tied.checkpoint)
+    assert config.llm.scan_layers and config.llm.num_layers > 1
+    stacked = params["llm"]["layers"]["mlp"]["up_proj"]["kernel"]
+    assert reader.shapes["llm.layers.0.mlp.up_proj.kernel"].shape == stacked.shape[1:]
+    np.testing.assert_array_equal(reader("llm.layers.0.mlp.up_proj.kernel"), stacked[0])
+    assert sorted(reader._pending) == [f"llm.layers.{i}.mlp.up_proj.kernel"
+                                       for i in range(1, config.llm.num_layers)]
+    np.testing.assert_array_equal(reader("llm.layers.1.mlp.up_proj.kernel"), stacked[1])
+    assert not reader.by_layer("llm") and reader.by_layer("projector")
+
+
+def test_either_layout_loads_as_the_other(tied, tmp_path):
+    """load_params restacks on loading: a stacked checkpoint read per layer (and saved so) reads
+    back stacked as the same arrays."""
+    stacked_params, stacked_config = load_params(tied.checkpoint)
+    per_layer = {"llm": False, "clip": False, "dinov2": False}
+    params, config = load_params(tied.checkpoint, scanned=per_layer)
+    assert not config.llm.scan_layers and sorted(params["llm"]["layers"]) == list(range(config.llm.num_layers))
+    for i in range(config.llm.num_layers):
+        np.testing.assert_array_equal(params["llm"]["layers"][i]["self_attn"]["q_proj"]["kernel"],
+                                      stacked_params["llm"]["layers"]["self_attn"]["q_proj"]["kernel"][i])
+    save_params(str(tmp_path / "per_layer"), params, config)
+    back, back_config = load_params(str(tmp_path / "per_layer"), scanned={"llm": True, "clip": True, "dinov2": True})
+    assert back_config == stacked_config
+    jax.tree.map(np.testing.assert_array_equal, back, stacked_params)
 
 
 def test_trainer_step_dir_finds_the_run_tokenizer(tmp_path):
@@ -275,7 +310,7 @@ def test_checkpoint_saved_by_two_processes_exports_from_one(tmp_path):
     export_hf(ckpt, out)
     back, _ = import_hf(os.path.join(out, "llm"), os.path.join(out, "clip"), os.path.join(out, "dinov2"),
                         projector=os.path.join(out, "projector.safetensors"),
-                        image_token_id=ref.IMAGE_ID, object_token_id=ref.OBJECT_ID)
+                        image_token_id=ref.IMAGE_ID, object_token_id=ref.OBJECT_ID, scan_layers=False)
     want = fake_data.random_params(config, seed=7)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(back), jax.tree.leaves(want)):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))

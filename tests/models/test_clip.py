@@ -6,7 +6,8 @@ import torch
 import transformers
 from flax import nnx
 
-from tests.models.vision_testing import abstract, images, param_count, params_by_name, randomize, saved_tensors
+from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params, randomize,
+                                         saved_tensors)
 from tgg_jax.convert.clip_map import CLIP_TABLE, strip_vision_prefix
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.models import clip
@@ -112,6 +113,26 @@ def test_export_reproduces_every_hf_tensor_bit_exactly(checkpoint, tower):
         assert np.array_equal(exported[name], value), name
 
 
+def test_scanned_tower_matches_hf_and_exports_the_same_tensors(hf_clip, checkpoint):
+    """Layers stacked and scanned: every hidden state and the exported tensors are HF's, and the
+    penultimate features scan the first layers only."""
+    tower = abstract(CLIPVisionTower, clip.tiny(scan_layers=True))
+    load_into(tower, import_tensors(checkpoint.__getitem__, CLIP_TABLE, num_layers=3))
+    assert tower.layers.mlp.fc1.kernel.shape[0] == 3
+    nchw, nhwc = images(seed=1, batch=2, height=56, width=56)
+    ref = hf_hidden_states(hf_clip, nchw)
+    ours = hidden_states(tower, nhwc)
+    assert len(ours) == len(ref) == 4
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4, rtol=0, err_msg=f"hidden_states[{i}]")
+    exported = dict(export_tensors(per_layer_params(tower).__getitem__, CLIP_TABLE, num_layers=3))
+    for name, value in exported.items():
+        assert np.array_equal(np.asarray(value), checkpoint[name]), name
+    for var in params_by_name(tower.layers).values():  # poison the last layer: features skip it
+        var.set_value(var.get_value().at[-1].set(np.nan))
+    np.testing.assert_allclose(np.asarray(patch_features(tower, nhwc)), ref[-2][:, 1:], atol=1e-4, rtol=0)
+
+
 def test_table_reads_a_transformers5_clip_vision_model_file(hf_clip, tmp_path):
     # transformers 5 saves a bare CLIPVisionModel without the vision_model. prefix.
     bare = saved_tensors(hf_clip.vision_model, tmp_path)
@@ -133,8 +154,8 @@ def test_from_hf_reads_vision_and_full_configs(hf_clip):
     full = hf_clip.config.to_dict()
     assert CLIPVisionConfig.from_hf(full) == clip.tiny()
     assert CLIPVisionConfig.from_hf(hf_clip.config.vision_config.to_dict()) == clip.tiny()
-    assert CLIPVisionConfig.from_hf(OFFICIAL_L14_336) == clip.clip_vit_l14_336()
-    assert CLIPVisionConfig.from_hf(clip.clip_vit_l14_336().to_hf_dict()) == clip.clip_vit_l14_336()
+    assert CLIPVisionConfig.from_hf(OFFICIAL_L14_336, scan_layers=True) == clip.clip_vit_l14_336()
+    assert CLIPVisionConfig.from_hf(clip.clip_vit_l14_336().to_hf_dict(), scan_layers=True) == clip.clip_vit_l14_336()
 
 
 @pytest.mark.parametrize("model_type", ["dinov2", "siglip_vision_model", "clip_text_model", None])

@@ -10,7 +10,8 @@ import transformers
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from tests.models.vision_testing import abstract, images, param_count, params_by_name, randomize, saved_tensors
+from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params, randomize,
+                                         saved_tensors)
 from tgg_jax import sharding
 from tgg_jax.convert.dinov2_map import DINOV2_TABLE, dinov2_table
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
@@ -102,6 +103,27 @@ def test_export_reproduces_every_hf_tensor_bit_exactly(checkpoint, tower):
         assert np.array_equal(exported[name], value), name
 
 
+def test_scanned_tower_matches_hf_and_exports_the_same_tensors(hf_dinov2, checkpoint):
+    """Layers stacked and scanned: every hidden state (positions resized to a 5 x 8 grid) and
+    the exported tensors are HF's, and the penultimate features scan the first layers only."""
+    tower = abstract(Dinov2Tower, dinov2.tiny(scan_layers=True))
+    load_into(tower, import_tensors(checkpoint.__getitem__, DINOV2_TABLE, num_layers=3))
+    assert tower.layers.mlp.fc1.kernel.shape[0] == 3
+    nchw, nhwc = images(seed=6, batch=2, height=70, width=112)
+    ref = hf_hidden_states(hf_dinov2, nchw)
+    ours = hidden_states(tower, nhwc)
+    assert len(ours) == len(ref) == 4
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4, rtol=0, err_msg=f"hidden_states[{i}]")
+    exported = dict(export_tensors(per_layer_params(tower).__getitem__, DINOV2_TABLE, num_layers=3))
+    assert set(exported) == set(checkpoint)
+    for name, value in exported.items():
+        assert np.array_equal(np.asarray(value), checkpoint[name]), name
+    for var in params_by_name(tower.layers).values():  # poison the last layer: features skip it
+        var.set_value(var.get_value().at[-1].set(np.nan))
+    np.testing.assert_allclose(np.asarray(patch_features(tower, nhwc)), ref[-2][:, 1:], atol=1e-4, rtol=0)
+
+
 def test_without_mask_token_or_qkv_bias(tmp_path):
     cfg = dinov2.tiny(use_mask_token=False, qkv_bias=False)
     hf = transformers.Dinov2Model(transformers.Dinov2Config(**cfg.to_hf_dict())).eval()
@@ -132,7 +154,7 @@ def test_sharded_forward_matches_hf(hf_dinov2, tower):
 
 
 def test_from_hf():
-    assert Dinov2Config.from_hf(OFFICIAL_LARGE) == dinov2.dinov2_large()
+    assert Dinov2Config.from_hf(OFFICIAL_LARGE, scan_layers=True) == dinov2.dinov2_large()
     assert Dinov2Config.from_hf(transformers.Dinov2Config(**dinov2.tiny().to_hf_dict()).to_dict()) == dinov2.tiny()
 
 

@@ -17,10 +17,11 @@ import transformers
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from tests.models.vision_testing import per_layer_params
 from tgg_jax import sharding
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.convert.qwen2_map import QWEN2_TABLE, qwen2_table
-from tgg_jax.models import qwen2
+from tgg_jax.models import qwen2, stacked
 from tgg_jax.models.naming import tgg_name
 from tgg_jax.models.qwen2 import Qwen2, Qwen2Config
 
@@ -68,16 +69,17 @@ def step(model, ids, positions, segment_ids, cache):
 
 
 @functools.cache
-def reference_pair(tied: bool):
+def reference_pair(tied: bool, scan: bool = False):
     """(config, HF model, tgg model with the HF weights), built once per module run."""
-    cfg = qwen2.tiny(num_layers=2, vocab_size=VOCAB, tie_word_embeddings=tied)
+    cfg = qwen2.tiny(num_layers=2, vocab_size=VOCAB, tie_word_embeddings=tied, scan_layers=scan)
     hf = build_hf(cfg)
     return cfg, hf, tgg_from_hf(hf, cfg)
 
 
-@pytest.fixture(params=[False, True], ids=["untied", "tied"])
+# "scanned": layers stacked and run by one jax.lax.scan (decoding: layer by layer).
+@pytest.fixture(params=[(False, False), (True, False), (True, True)], ids=["untied", "tied", "scanned"])
 def pair(request):
-    return reference_pair(request.param)
+    return reference_pair(*request.param)
 
 
 def tokens(shape, seed=0):
@@ -167,7 +169,7 @@ def test_inputs_embeds_equal_input_ids(pair):
 def test_bf16_compute_close_to_fp32(pair):
     cfg, hf, model32 = pair
     model16 = tgg_from_hf(hf, dataclasses.replace(cfg, dtype="bfloat16"))
-    assert model16.layers[0].mlp.up_proj.kernel[...].dtype == jnp.float32  # fp32 master weights
+    assert model16.embed_tokens.embedding[...].dtype == jnp.float32  # fp32 master weights
     ids = tokens((2, 10), seed=10)
     kw = dict(positions=np.broadcast_to(np.arange(10), ids.shape), segment_ids=np.ones_like(ids))
     hidden, _ = jax.eval_shape(lambda: model16.hidden_states(ids, **kw))
@@ -183,8 +185,7 @@ def test_bf16_compute_close_to_fp32(pair):
 def test_import_export_round_trip_is_bit_exact(pair):
     cfg, hf, model = pair
     sd = hf_state(hf)
-    params = {tgg_name(p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-    exported = dict(export_tensors(params.__getitem__, qwen2_table(cfg), cfg.num_layers))
+    exported = dict(export_tensors(per_layer_params(model).__getitem__, qwen2_table(cfg), cfg.num_layers))
     expected = set(sd) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
     assert set(exported) == expected
     for name, array in exported.items():
@@ -208,10 +209,13 @@ def test_sharded_forward_matches_single_device(pair):
     graphdef, state = nnx.split(model)
     shardings = sharding.state_shardings(state, mesh)
     sharded_state = jax.device_put(state, shardings)
-    kernel = sharded_state["layers"][0]["self_attn"]["q_proj"]["kernel"].get_value()
-    assert kernel.sharding.spec == P("fsdp", "tensor")  # ("embed", "q_heads") under the rules
-    down = sharded_state["layers"][1]["mlp"]["down_proj"]["kernel"].get_value()
-    assert down.sharding.spec == P("tensor", "fsdp")
+    layers = sharded_state["layers"]
+    # ("embed", "q_heads") under the rules; a stacked tensor's layers axis is replicated.
+    lead = (None,) if cfg.scan_layers else ()
+    kernel = (layers if cfg.scan_layers else layers[0])["self_attn"]["q_proj"]["kernel"].get_value()
+    assert kernel.sharding.spec == P(*lead, "fsdp", "tensor")
+    down = (layers if cfg.scan_layers else layers[1])["mlp"]["down_proj"]["kernel"].get_value()
+    assert down.sharding.spec == P(*lead, "tensor", "fsdp")
     ids = tokens((4, 8), seed=11)
     positions = np.broadcast_to(np.arange(8), ids.shape)
     segment_ids = np.array([[1] * 8, [1] * 5 + [0] * 3, [1] * 3 + [2] * 5, [1] * 8])
@@ -244,10 +248,13 @@ def _loss_and_grads(cfg, hf):
     return grads, jaxpr
 
 
-def test_remat_policies_give_the_same_gradient():
+@pytest.mark.parametrize("scan", [False, True], ids=["layers", "scanned"])
+def test_remat_policies_give_the_same_gradient(scan):
     cfg, hf, _ = reference_pair(tied=False)
+    cfg = dataclasses.replace(cfg, scan_layers=scan)
     ref, jaxpr = _loss_and_grads(cfg, hf)
     assert "remat" not in jaxpr and "checkpoint" not in jaxpr
+    assert ("scan[" in jaxpr) == scan  # one scan over the stacked layers, or none
     assert "attn_out" in jaxpr and "mlp_out" in jaxpr  # the names save_attn_mlp_out keeps
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(ref))  # padding rows give no NaN either
     for policy in ["full", "dots", "save_attn_mlp_out"]:
@@ -256,13 +263,22 @@ def test_remat_policies_give_the_same_gradient():
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), grads, ref)
 
 
+def test_scanned_gradient_is_the_per_layer_one_stacked():
+    cfg, hf, _ = reference_pair(tied=False)
+    per_layer, _ = _loss_and_grads(cfg, hf)
+    scanned, _ = _loss_and_grads(dataclasses.replace(cfg, scan_layers=True, remat_policy="full"), hf)
+    want = stacked.relayout({"llm": nnx.to_pure_dict(per_layer)}, {"llm": True})["llm"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+                 nnx.to_pure_dict(scanned), want)
+
+
 def test_config_round_trips_through_transformers():
     cfg = qwen2.qwen2p5_7b()
     hf_dict = transformers.Qwen2Config(**cfg.to_hf_dict()).to_dict()
-    assert Qwen2Config.from_hf(hf_dict) == cfg
+    assert Qwen2Config.from_hf(hf_dict, scan_layers=True) == cfg
     # A config.json in the older layout (rope_theta at top level, no head_dim) reads the same.
     legacy = {k: v for k, v in hf_dict.items() if k not in ("rope_parameters", "head_dim")}
-    assert Qwen2Config.from_hf({**legacy, "rope_theta": 1e6}) == cfg
+    assert Qwen2Config.from_hf({**legacy, "rope_theta": 1e6}, scan_layers=True) == cfg
     assert Qwen2Config.from_hf(hf_dict, dtype="bfloat16").compute_dtype == jnp.bfloat16
 
 

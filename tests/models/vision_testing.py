@@ -1,4 +1,4 @@
-"""Helpers shared by the CLIP and DINOv2 tower tests: random HF weights and saved checkpoints."""
+"""Helpers shared by the model tests: random HF weights, saved checkpoints, per-layer names."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from flax import nnx
 from safetensors.numpy import load_file
 
+from tgg_jax.models import stacked
 from tgg_jax.models.naming import tgg_name
 
 
@@ -44,3 +45,18 @@ def params_by_name(module) -> dict[str, nnx.Variable]:
 
 def param_count(abstract_module) -> int:
     return sum(int(np.prod(v.get_value().shape)) for v in params_by_name(abstract_module).values())
+
+
+def per_layer_params(module) -> dict[str, np.ndarray]:
+    """Parameters by per-layer name whatever the layout: a stacked tensor
+    ('layers.mlp.fc1.kernel' [L, ...]) gives 'layers.0.mlp.fc1.kernel', ... (what export reads)."""
+    out = {}
+    for path, var in nnx.to_flat_state(nnx.state(module, nnx.Param)):
+        name, value = tgg_name(path), np.asarray(var.get_value())
+        if stacked.is_stacked_param(var):
+            parts = name.split(".")
+            k = parts.index("layers") + 1
+            out.update({".".join([*parts[:k], str(i), *parts[k:]]): value[i] for i in range(value.shape[0])})
+        else:
+            out[name] = value
+    return out

@@ -2,6 +2,7 @@
 
     tgg-convert import-hf --llm DIR --clip DIR --dinov2 DIR --out CKPT [--projector FILE]
                           [--tokenizer DIR]     (kept as CKPT/tokenizer; default: the LLM's)
+                          [--no-scan_layers]    (layers one by one instead of stacked)
     tgg-convert export-hf --checkpoint CKPT --out DIR [--dtype bfloat16|float32] [--tokenizer DIR]
 """
 
@@ -23,7 +24,7 @@ from tgg_jax.spec import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
 
 def _import(args) -> None:
     params, config = import_hf(args.llm, args.clip, args.dinov2, projector=args.projector,
-                               seed=args.seed, object_pool=args.object_pool,
+                               seed=args.seed, scan_layers=args.scan_layers, object_pool=args.object_pool,
                                image_token_id=args.image_token_id, object_token_id=args.object_token_id)
     if args.tokenizer and not os.path.isfile(os.path.join(args.tokenizer, "tokenizer.json")):
         raise UserError(f"--tokenizer {args.tokenizer}: no tokenizer.json there")
@@ -72,6 +73,9 @@ def main(argv=None) -> int:
                      help=f"id of <object> (Qwen2.5: {OBJECT_TOKEN_ID})")
     imp.add_argument("--tokenizer", help="tokenizer directory to keep with the checkpoint "
                                          "(default: the --llm directory's)")
+    imp.add_argument("--scan_layers", action=argparse.BooleanOptionalAction, default=True,
+                     help="store the layers stacked, as scanned training reads them (a run "
+                          "converts either layout on loading)")
     imp.add_argument("--out", required=True, help="output checkpoint directory")
     imp.set_defaults(fn=_import)
     exp = sub.add_parser("export-hf", help="tgg-jax checkpoint -> Hugging Face directories")

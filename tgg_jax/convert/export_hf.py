@@ -9,13 +9,16 @@
     DIR/tgg_config.json        what joins the parts (SPEC §1): feature layer, fusion, placeholder
                                ids and run lengths, image size, both normalisations
 
-The export never holds the model: parameters are restored from Orbax one layer at a time (the
-embedding and head alone; checkpoint_reader.py) and written tensor by tensor into safetensors
-files whose headers are planned from shapes alone (safetensors_writer.py); hf_config.py writes
-the configs. Peak host memory is ~3-4x the largest tensor (Orbax's read buffer, the
-array, its transposed copy): ~8 GB for the 7B's 152064 x 3584 fp32 head, against 30 GB for the
-model; measured 420 MiB above baseline for a 1.15 GiB checkpoint with a 125 MiB embedding. Orbax
-merges the per-host files of a checkpoint written by several processes, so one process exports it.
+The export never holds the model: parameters are restored from Orbax one layer at a time, or
+one stacked tensor at a time for scanned layers (the embedding and head alone;
+checkpoint_reader.py), and written tensor by tensor into safetensors files whose headers are
+planned from shapes alone (safetensors_writer.py); hf_config.py writes the configs. Peak host
+memory is ~3-4x the largest tensor read (Orbax's read buffer, the array, its transposed copy):
+~8 GB for the 7B's 152064 x 3584 fp32 head against 30 GB for the model, and up to ~25 GB for a
+scanned 7B, whose largest read is 28 layers of MLP kernels (7.6 GB; each layer is handed out as
+a view of it). Measured 420 MiB above baseline for a 1.15 GiB per-layer checkpoint with a 125 MiB
+embedding. Orbax merges the per-host files of a checkpoint written by several processes, so one
+process exports it.
 """
 
 from __future__ import annotations
@@ -76,18 +79,18 @@ def export_hf(checkpoint: str, out: str, dtype: str = "float32", tokenizer: str 
     llm_dir, clip_dir, dino_dir = (os.path.join(out, p) for p in ("llm", "clip", "dinov2"))
 
     _write_part(llm_dir, llm_config(config, tok, dtype),
-                plan(qwen2_map.qwen2_table(config.llm), config.llm.num_layers, "llm.", shapes, on_disk),
+                plan(qwen2_map.qwen2_table(config.llm), config.llm.num_layers, "llm.", shapes, on_disk, read.by_layer("llm")),
                 read, max_shard_bytes)
     write_json(os.path.join(llm_dir, "generation_config.json"), generation_config(tok))
     tok.save(llm_dir)
     # Names keep the `vision_model.` prefix of the official CLIP checkpoints: transformers 5 loads
     # them into CLIPVisionModel as well as its own unprefixed names, and 4.x only loads these.
     _write_part(clip_dir, {**config.clip.to_hf_dict(), "architectures": ["CLIPVisionModel"], "dtype": dtype},
-                plan(clip_map.CLIP_TABLE, config.clip.num_layers, "clip.", shapes, on_disk),
+                plan(clip_map.CLIP_TABLE, config.clip.num_layers, "clip.", shapes, on_disk, read.by_layer("clip")),
                 read, max_shard_bytes)
     dino_table = dinov2_map.dinov2_table(config.dinov2.use_mask_token, config.dinov2.qkv_bias)
     _write_part(dino_dir, {**config.dinov2.to_hf_dict(), "architectures": ["Dinov2Model"], "dtype": dtype},
-                plan(dino_table, config.dinov2.num_layers, "dinov2.", shapes, on_disk),
+                plan(dino_table, config.dinov2.num_layers, "dinov2.", shapes, on_disk, read.by_layer("dinov2")),
                 read, max_shard_bytes)
     write_safetensors(os.path.join(out, PROJECTOR_FILE),
                       plan(projector_map.PROJECTOR_TABLE, 0, "projector.", shapes, on_disk), read)

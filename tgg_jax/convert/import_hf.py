@@ -19,10 +19,10 @@ from tgg_jax.checkpoint import abstract_model
 from tgg_jax.convert import clip_map, dinov2_map, projector_map, qwen2_map
 from tgg_jax.convert.hf_dir import CheckpointError, HFCheckpoint
 from tgg_jax.convert.mapping import Rule, import_tensors
-from tgg_jax.models import clip, dinov2, qwen2
+from tgg_jax.models import clip, dinov2, qwen2, stacked
 from tgg_jax.models.naming import tgg_name, tgg_path
 from tgg_jax.models.projector import Projector
-from tgg_jax.models.tgg import TGGConfig
+from tgg_jax.models.tgg import TGGConfig, scanned_parts, with_scan_layers
 
 
 def open_parts(llm_dir: str, clip_dir: str, dinov2_dir: str):
@@ -86,12 +86,15 @@ def projector_from_file(path: str) -> Callable[[str], np.ndarray]:
 
 
 def import_hf(llm_dir: str, clip_dir: str, dinov2_dir: str, projector: str | None = None,
-              seed: int = 0, **tgg_options) -> tuple[dict, TGGConfig]:
-    """Read the three HF directories (and optionally a projector) into (params pure dict, config)."""
+              seed: int = 0, scan_layers: bool = True, **tgg_options) -> tuple[dict, TGGConfig]:
+    """Read the three HF directories (and optionally a projector) into (params pure dict, config).
+    `scan_layers`: store every part's layers stacked (models/stacked.py), as the presets run."""
     llm, vit, dino = open_parts(llm_dir, clip_dir, dinov2_dir)
-    config = config_from_hf(llm, vit, dino, **tgg_options)
-    state = nnx.state(abstract_model(config), nnx.Param)
+    config = with_scan_layers(config_from_hf(llm, vit, dino, **tgg_options), scan_layers)
+    # The tables name layers one by one; stacked parts take each layer as a slice.
+    state = nnx.state(abstract_model(with_scan_layers(config, False)), nnx.Param)
     expected = {tgg_name(p): v.get_value() for p, v in nnx.to_flat_state(state)}
+    scanned = scanned_parts(config)
 
     parts = [
         _read_part(llm, qwen2_map.qwen2_table(config.llm), config.llm.num_layers, "llm.", expected),
@@ -112,11 +115,17 @@ def import_hf(llm_dir: str, clip_dir: str, dinov2_dir: str, projector: str | Non
     assigned = set()
     for part in parts:
         for name, array in part:
+            layer = stacked.per_layer_name(name) if scanned.get(name.split(".")[0]) else None
             node = pure
-            *parents, leaf = tgg_path(name)
+            *parents, leaf = tgg_path(layer[0] if layer else name)
             for key in parents:
                 node = node[key]
-            node[leaf] = array
+            if layer:  # one buffer per stacked tensor, filled a layer at a time
+                if not isinstance(node[leaf], np.ndarray):
+                    node[leaf] = np.empty(node[leaf].shape, node[leaf].dtype)
+                node[leaf][layer[1]] = array
+            else:
+                node[leaf] = array
             assigned.add(name)
     missing = sorted(set(expected) - assigned)
     if missing:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
+from tgg_jax.models import stacked
 from tgg_jax.models.naming import tgg_name
 
 
@@ -67,25 +68,34 @@ def load_into(module, tensors: Mapping[str, np.ndarray] | Iterator[tuple[str, np
               strict: bool = True) -> None:
     """Assign arrays to an nnx module's parameters by tgg name, checking every shape.
 
-    With `strict`, every parameter of the module must be assigned exactly once.
+    With `strict`, every parameter of the module must be assigned exactly once. A per-layer
+    name of a stacked module ('layers.3.mlp.up_proj.kernel') assigns that layer's slice.
     """
-    from flax import nnx
+    import jax
     import jax.numpy as jnp
+    from flax import nnx
 
     state = nnx.state(module, nnx.Param)
     flat = {tgg_name(path): var for path, var in nnx.to_flat_state(state)}
     seen = set()
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
     for name, array in items:
-        if name not in flat:
+        layer = stacked.per_layer_name(name) if name not in flat else None
+        if name not in flat and (layer is None or layer[0] not in flat):
             raise KeyError(f"no parameter named {name!r} in {type(module).__name__}")
-        var = flat[name]
+        var = flat[layer[0] if layer else name]
         current = var.get_value()
-        if tuple(current.shape) != tuple(array.shape):
+        if layer and isinstance(current, jax.ShapeDtypeStruct):  # an abstract module: slices need a buffer
+            current = jnp.zeros(current.shape, current.dtype)
+        want = current.shape[1:] if layer else current.shape
+        if tuple(want) != tuple(array.shape):
             raise ValueError(f"shape mismatch for {name}: checkpoint {tuple(array.shape)}, "
-                             f"model {tuple(current.shape)}")
-        var.set_value(jnp.asarray(array, dtype=current.dtype))
-        seen.add(name)
-    missing = sorted(set(flat) - seen)
+                             f"model {tuple(want)}")
+        value = jnp.asarray(array, dtype=current.dtype)
+        var.set_value(current.at[layer[1]].set(value) if layer else value)
+        seen.add((layer[0], layer[1]) if layer else (name, None))
+    expected = {(n, i) for n, var in flat.items()
+                for i in (range(var.get_value().shape[0]) if stacked.is_stacked_param(var) else [None])}
+    missing = sorted(expected - seen, key=str)
     if strict and missing:
         raise KeyError(f"{len(missing)} parameters were not assigned, e.g. {missing[:5]}")

@@ -37,11 +37,14 @@ class Entry:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def plan(table: list[Rule], num_layers: int, tgg_prefix: str, shapes: dict, dtype: np.dtype) -> list[Entry]:
+def plan(table: list[Rule], num_layers: int, tgg_prefix: str, shapes: dict, dtype: np.dtype,
+         by_layer: bool = True) -> list[Entry]:
     """Every tensor of one part with its HF shape and dtype on disk, from the abstract model
-    alone; a layer's tensors come together (CheckpointReader restores a layer at a time)."""
+    alone; a layer's tensors come together (`by_layer`: CheckpointReader restores a layer at a
+    time), else each table entry's layers together (it restores a stacked tensor at a time)."""
     entries = []
-    for hf, tgg, hook in sorted(expand(table, num_layers), key=lambda r: _layer_index(r[1])):
+    rows = expand(table, num_layers)  # table order: an entry's layers together
+    for hf, tgg, hook in sorted(rows, key=lambda r: _layer_index(r[1])) if by_layer else rows:
         src = shapes[tgg_prefix + tgg]
         # The hooks are views (transpose, reshape), so a zero-stride stand-in costs no memory.
         shape = hook.to_hf(np.broadcast_to(np.zeros((), src.dtype), src.shape)).shape

@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tgg_jax.models import stacked
 from tgg_jax.models.vit_layers import (INIT_STD, VisionAttention, VisionMLP, check_activation, check_nhwc,
-                                       count_layers_to_run, embed_patches, layer_norm, patch_conv,
+                                       count_layers_to_run, embed_patches, layer_norm, patch_conv, run_layers,
                                        select_tokens, square_size)
 from tgg_jax.sharding import constrain, param_init
 
@@ -38,6 +39,7 @@ class CLIPVisionConfig:
     activation: str = "quick_gelu"
     dtype: str = "float32"  # compute
     param_dtype: str = "float32"
+    scan_layers: bool = False  # layers stacked and run with one jax.lax.scan (models/stacked.py)
 
     def __post_init__(self):
         check_activation(self.activation)
@@ -84,7 +86,7 @@ def clip_vit_l14_336(**overrides) -> CLIPVisionConfig:
     """openai/clip-vit-large-patch14-336's vision model (SPEC §1)."""
     return CLIPVisionConfig(**{**dict(hidden_size=1024, intermediate_size=4096, num_layers=24, num_heads=16,
                                       patch_size=14, image_size=336, layer_norm_eps=1e-5,
-                                      activation="quick_gelu"), **overrides})
+                                      activation="quick_gelu", scan_layers=True), **overrides})
 
 
 def tiny(**overrides) -> CLIPVisionConfig:
@@ -145,7 +147,8 @@ class CLIPVisionTower(nnx.Module):
         kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.embeddings = CLIPVisionEmbeddings(config, rngs=rngs)
         self.pre_layrnorm = layer_norm(config.hidden_size, config.layer_norm_eps, **kw)  # HF's spelling
-        self.layers = nnx.List([CLIPEncoderLayer(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.layers = stacked.build(lambda r: CLIPEncoderLayer(config, rngs=r), config.num_layers, rngs,
+                                    config.scan_layers)
         # Unused by the features (taken before it) but kept so export reproduces the checkpoint.
         self.post_layernorm = layer_norm(config.hidden_size, config.layer_norm_eps, **kw)
 
@@ -161,11 +164,7 @@ class CLIPVisionTower(nnx.Module):
             raise ValueError(f"num_layers_to_run={n} outside [0, {self.config.num_layers}]")
         x = self.pre_layrnorm(self.embeddings(pixel_values))
         x = constrain(x, ("batch", "seq", "act_embed"))
-        hidden_states = [x]
-        for layer in self.layers[:n]:
-            x = constrain(layer(x), ("batch", "seq", "act_embed"))
-            hidden_states.append(x)
-        return tuple(hidden_states)
+        return run_layers(self.layers, x, n)
 
     def features(self, pixel_values: jax.Array, select_layer: int = -2, select_feature: str = "patch"
                  ) -> jax.Array:

@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tgg_jax.models import stacked
 from tgg_jax.models.interpolate import resize_bicubic
 from tgg_jax.models.vit_layers import (INIT_STD, VisionAttention, VisionMLP, check_activation,
-                                       count_layers_to_run, embed_patches, layer_norm, patch_conv,
+                                       count_layers_to_run, embed_patches, layer_norm, patch_conv, run_layers,
                                        select_tokens, square_size)
 from tgg_jax.sharding import constrain, param_init
 
@@ -45,6 +46,7 @@ class Dinov2Config:
     num_register_tokens: int = 0  # not supported (dinov2 "with registers"); checked by the tower
     dtype: str = "float32"  # compute
     param_dtype: str = "float32"
+    scan_layers: bool = False  # layers stacked and run with one jax.lax.scan (models/stacked.py)
 
     def __post_init__(self):
         check_activation(self.activation)
@@ -93,7 +95,7 @@ def dinov2_large(**overrides) -> Dinov2Config:
     """facebook/dinov2-large (SPEC §1): trained at 518 px, a 37x37 position grid."""
     return Dinov2Config(**{**dict(hidden_size=1024, mlp_ratio=4, num_layers=24, num_heads=16, patch_size=14,
                                   image_size=518, layer_norm_eps=1e-6, activation="gelu",
-                                  layerscale_value=1.0), **overrides})
+                                  layerscale_value=1.0, scan_layers=True), **overrides})
 
 
 def tiny(**overrides) -> Dinov2Config:
@@ -193,7 +195,8 @@ class Dinov2Tower(nnx.Module):
         self.config = config
         kw = dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype), rngs=rngs)
         self.embeddings = Dinov2Embeddings(config, rngs=rngs)
-        self.layers = nnx.List([Dinov2Layer(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.layers = stacked.build(lambda r: Dinov2Layer(config, rngs=r), config.num_layers, rngs,
+                                    config.scan_layers)
         # Unused by the features (taken before it) but kept so export reproduces the checkpoint.
         self.layernorm = layer_norm(config.hidden_size, config.layer_norm_eps, **kw)
 
@@ -208,11 +211,7 @@ class Dinov2Tower(nnx.Module):
         if not 0 <= n <= self.config.num_layers:
             raise ValueError(f"num_layers_to_run={n} outside [0, {self.config.num_layers}]")
         x = constrain(self.embeddings(pixel_values), ("batch", "seq", "act_embed"))
-        hidden_states = [x]
-        for layer in self.layers[:n]:
-            x = constrain(layer(x), ("batch", "seq", "act_embed"))
-            hidden_states.append(x)
-        return tuple(hidden_states)
+        return run_layers(self.layers, x, n)
 
     def features(self, pixel_values: jax.Array, select_layer: int = -2, select_feature: str = "patch"
                  ) -> jax.Array:

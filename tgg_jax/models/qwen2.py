@@ -3,7 +3,9 @@
 Parameters live in `param_dtype` (float32 master weights); matmuls run in the config's compute
 `dtype` (bfloat16 or float32); RMSNorm, rotary and softmax run in float32; logits are float32.
 Parameter names follow HF's (`layers.3.self_attn.q_proj.kernel` <-> `model.layers.3.self_attn.
-q_proj.weight`), so the conversion table in tgg_jax/convert/qwen2_map.py reads one to one.
+q_proj.weight`), so the conversion table in tgg_jax/convert/qwen2_map.py reads one to one; with
+`scan_layers` the layers are one stacked module (`layers.self_attn.q_proj.kernel` [L, ...],
+models/stacked.py) run by one scan in training and layer by layer when decoding.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
+from tgg_jax.models import stacked
 from tgg_jax.models.attention import INIT_STD, Attention, KVCache, Segments, linear
 from tgg_jax.models.rope import rotary_tables
 from tgg_jax.sharding import constrain, param_init
@@ -54,6 +57,7 @@ class Qwen2Config:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat_policy: str = "none"
+    scan_layers: bool = False  # layers stacked and run with one jax.lax.scan (models/stacked.py)
     initializer_range: float = INIT_STD  # std of every Linear and Embedding at init (HF's name)
 
     def __post_init__(self):
@@ -121,23 +125,23 @@ class Qwen2Config:
             attention_dropout=0.0)
 
 
-# Presets from the official Qwen2.5 base configs (SPEC §1 table).
+# Presets from the official Qwen2.5 base configs (SPEC §1 table), with scanned layers.
 def qwen2p5_1p5b(**overrides) -> Qwen2Config:
     return Qwen2Config(**{**dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_layers=28,
                                  num_heads=12, num_kv_heads=2, tie_word_embeddings=True,
-                                 max_position_embeddings=131072), **overrides})
+                                 max_position_embeddings=131072, scan_layers=True), **overrides})
 
 
 def qwen2p5_3b(**overrides) -> Qwen2Config:
     return Qwen2Config(**{**dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_layers=36,
                                  num_heads=16, num_kv_heads=2, tie_word_embeddings=True,
-                                 max_position_embeddings=32768), **overrides})
+                                 max_position_embeddings=32768, scan_layers=True), **overrides})
 
 
 def qwen2p5_7b(**overrides) -> Qwen2Config:
     return Qwen2Config(**{**dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28,
                                  num_heads=28, num_kv_heads=4, tie_word_embeddings=False,
-                                 max_position_embeddings=131072), **overrides})
+                                 max_position_embeddings=131072, scan_layers=True), **overrides})
 
 
 def tiny(**overrides) -> Qwen2Config:
@@ -196,10 +200,6 @@ class DecoderLayer(nnx.Module):
         return constrain(x, ACTIVATION), kv
 
 
-def _call_layer(layer: DecoderLayer, *args):
-    return layer(*args)
-
-
 def _remat_layer(policy):
     """A layer call under jax.checkpoint with `policy`. The layer goes in as (graphdef, state) and
     nothing is written back: nnx.remat would write its parameters back, which fails when they are
@@ -221,7 +221,8 @@ class Qwen2(nnx.Module):
             config.vocab_size, config.hidden_size, dtype=dtype, param_dtype=param_dtype,
             embedding_init=param_init(nnx.initializers.normal(config.initializer_range), ("vocab", "embed")),
             rngs=rngs)
-        self.layers = nnx.List([DecoderLayer(config, rngs=rngs) for _ in range(config.num_layers)])
+        self.layers = stacked.build(lambda r: DecoderLayer(config, rngs=r), config.num_layers, rngs,
+                                    config.scan_layers)
         self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps, dtype=dtype,
                             param_dtype=param_dtype, rngs=rngs)
         # Tied checkpoints (1.5B, 3B) have no lm_head: logits use the embedding table transposed.
@@ -270,16 +271,20 @@ class Qwen2(nnx.Module):
             cache_segments = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids, (0, index))
             mask = Segments(segment_ids, cache_segments, index)
 
-        layer_fn = _call_layer
-        if c.remat_policy != "none":
-            layer_fn = _remat_layer(REMAT_POLICIES[c.remat_policy])
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            kv = None if cache is None else (cache.k[i], cache.v[i])
-            x, kv = layer_fn(layer, x, cos, sin, mask, kv, index)
-            if kv is not None:
-                new_k.append(kv[0])
-                new_v.append(kv[1])
+        policy = REMAT_POLICIES[c.remat_policy]
+        if cache is None and stacked.is_stacked(self.layers):
+            x, _ = stacked.scan(self.layers, x, lambda layer, h: (layer(h, cos, sin, mask)[0], None),
+                                policy=policy)
+        else:
+            # Decoding runs layer by layer, each writing its own KV buffers in place.
+            layer_fn = (lambda layer, *a: layer(*a)) if policy is None else _remat_layer(policy)
+            new_k, new_v = [], []
+            for i, layer in enumerate(stacked.unstacked(self.layers)):
+                kv = None if cache is None else (cache.k[i], cache.v[i])
+                x, kv = layer_fn(layer, x, cos, sin, mask, kv, index)
+                if kv is not None:
+                    new_k.append(kv[0])
+                    new_v.append(kv[1])
         x = constrain(self.norm(x), ACTIVATION)
         if cache is not None:
             cache = KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=cache_segments, index=index + t)

@@ -97,6 +97,18 @@ def with_dtype(config: TGGConfig, dtype: str) -> TGGConfig:
                           dinov2=dataclasses.replace(config.dinov2, dtype=dtype))
 
 
+def with_scan_layers(config: TGGConfig, scan: bool) -> TGGConfig:
+    """The same model with every part's layers stacked and scanned (True) or one by one."""
+    return config.replace(llm=dataclasses.replace(config.llm, scan_layers=scan),
+                          clip=dataclasses.replace(config.clip, scan_layers=scan),
+                          dinov2=dataclasses.replace(config.dinov2, scan_layers=scan))
+
+
+def scanned_parts(config: TGGConfig) -> dict[str, bool]:
+    """{'llm': ..., 'clip': ..., 'dinov2': ...}: which parts keep their layers stacked."""
+    return {part: getattr(config, part).scan_layers for part in ("llm", "clip", "dinov2")}
+
+
 def tgg_1p5b() -> TGGConfig:
     return TGGConfig(llm=qwen2.qwen2p5_1p5b(), clip=clip.clip_vit_l14_336(), dinov2=dinov2.dinov2_large())
 

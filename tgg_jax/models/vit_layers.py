@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import jax
 from flax import nnx
 
+from tgg_jax.models import stacked
 from tgg_jax.models.attention import attend
 from tgg_jax.sharding import constrain, param_init
 
@@ -119,6 +120,26 @@ class VisionMLP(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         h = ACTIVATIONS[self.activation](self.fc1(x))
         return self.fc2(constrain(h, ("batch", "seq", "act_mlp")))
+
+
+def run_layers(layers: nnx.Module, x: jax.Array, n: int) -> tuple[jax.Array, ...]:
+    """HF's hidden_states of the first `n` encoder layers: (x, layer 1's output, ...), each
+    [B, T, D]; one scan over stacked layers (the states nobody reads are pruned under jit)."""
+    if not stacked.is_stacked(layers):
+        hidden_states = [x]
+        for layer in list(layers)[:n]:
+            x = constrain(layer(x), ("batch", "seq", "act_embed"))
+            hidden_states.append(x)
+        return tuple(hidden_states)
+    if n == 0:
+        return (x,)
+
+    def body(layer, h):
+        h = constrain(layer(h), ("batch", "seq", "act_embed"))
+        return h, h
+
+    _, ys = stacked.scan(layers, x, body, length=n)
+    return (x, *(ys[i] for i in range(n)))
 
 
 def count_layers_to_run(num_layers: int, select_layer: int) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from tgg_jax.models import clip, dinov2, qwen2
+from tgg_jax.models import clip, dinov2, qwen2, stacked
 from tgg_jax.models.tgg import TGGConfig
 
 
@@ -56,12 +56,12 @@ def mimetic_init(llm: qwen2.Qwen2, gain: float) -> None:
     tokens most like itself: Trockman & Kolter's mimetic initialisation (2023) in its simplest
     form. A from-scratch model then finds "the earlier token that matches this one" at step 0
     instead of having to grow that attention out of uniform (docs/tiny_model.md)."""
-    for layer in llm.layers:
+    for layer in stacked.stacked_groups(llm.layers):  # kernels [(layers,) hidden, heads * dim]
         attn = layer.self_attn
-        hidden = attn.k_proj.kernel.shape[0]
-        k = attn.k_proj.kernel[...].reshape(hidden, attn.num_kv_heads, 1, attn.head_dim)
-        q = jnp.broadcast_to(k, (hidden, attn.num_kv_heads, attn.num_heads // attn.num_kv_heads, attn.head_dim))
-        attn.q_proj.kernel[...] = (gain * q).reshape(hidden, attn.num_heads * attn.head_dim).astype(
+        lead = attn.k_proj.kernel.shape[:-1]
+        k = attn.k_proj.kernel[...].reshape(*lead, attn.num_kv_heads, 1, attn.head_dim)
+        q = jnp.broadcast_to(k, (*lead, attn.num_kv_heads, attn.num_heads // attn.num_kv_heads, attn.head_dim))
+        attn.q_proj.kernel[...] = (gain * q).reshape(*lead, attn.num_heads * attn.head_dim).astype(
             attn.q_proj.kernel.dtype)
 
 

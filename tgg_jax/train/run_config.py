@@ -25,6 +25,7 @@ CONFIG_FILE = "config.json"
 
 # Field (or prefix ending in ".") -> what it is part of. A resume with another value is refused.
 REFUSED = {
+    "model.scan_layers": "the checkpoint's layout (layers stacked or one by one)",
     "model.": "the architecture",
     "data.tokenizer": "the tokenizer",
     "data.mixture": "the data mixture",

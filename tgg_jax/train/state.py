@@ -14,7 +14,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tgg_jax import checkpoint
 from tgg_jax.errors import UserError
 from tgg_jax.models.naming import tgg_name
-from tgg_jax.models.tgg import PRESETS, TGGConfig, TinyGroundingGPT, with_dtype
+from tgg_jax.models.tgg import (PRESETS, TGGConfig, TinyGroundingGPT, scanned_parts, with_dtype,
+                                with_scan_layers)
 from tgg_jax.sharding import state_shardings
 from tgg_jax.train import hooks
 from tgg_jax.train.checkpointing import split_like
@@ -23,7 +24,7 @@ from tgg_jax.train.step import TrainState
 
 
 # Fields that say how a model computes, not what it is: a run may choose them for itself.
-RUN_OPTIONS = ("dtype", "param_dtype", "remat_policy", "initializer_range")
+RUN_OPTIONS = ("dtype", "param_dtype", "remat_policy", "scan_layers", "initializer_range")
 
 
 # A checkpoint's context length holds no weights: Qwen2.5's base and Instruct releases of one size
@@ -61,8 +62,9 @@ def preset_config(config, tokenizer) -> TGGConfig:
 
 def model_config(config, tokenizer) -> TGGConfig:
     """The TGGConfig a run trains: that of config.init_from's checkpoint when it is set (a
-    preset, if also given, must agree), else the preset's. Run options (dtype, remat) and
-    object_pool come from the config; the placeholder ids must be the tokenizer's."""
+    preset, if also given, must agree), else the preset's. Run options (dtype, remat,
+    scan_layers) and object_pool come from the config; the placeholder ids must be the
+    tokenizer's."""
     m = config.model
     if config.init_from:
         path = checkpoint.resolve_checkpoint(config.init_from)
@@ -82,7 +84,7 @@ def model_config(config, tokenizer) -> TGGConfig:
         raise UserError(f"tokenizer places <image>/<object> at {tokenizer.image_id}/"
                         f"{tokenizer.object_id}, the model expects {cfg.image_token_id}/"
                         f"{cfg.object_token_id}")
-    cfg = with_dtype(cfg, m.dtype)
+    cfg = with_scan_layers(with_dtype(cfg, m.dtype), m.scan_layers)
     return cfg.replace(llm=dataclasses.replace(cfg.llm, remat_policy=m.remat_policy))
 
 
@@ -143,6 +145,6 @@ def load_init_from(state: TrainState, path: str, shardings: TrainState, model_cf
     if diff:
         raise UserError(f"init_from {path}: its model is not this run's ({'; '.join(diff[:3])})")
     all_shardings = nnx.merge_state(shardings.trainable, shardings.frozen).to_pure_dict()
-    params, _ = checkpoint.load_params(path, shardings=all_shardings)
+    params, _ = checkpoint.load_params(path, shardings=all_shardings, scanned=scanned_parts(model_cfg))
     trainable, frozen = split_like(params, state.trainable, state.frozen)
     return state.replace(trainable=trainable, frozen=frozen)
