@@ -8,15 +8,17 @@ train the paper's 3-stage recipe on one 8xH100 node at that ceiling and at 50 % 
     JAX_PLATFORMS=cpu python launch/perf_plan.py --target v5p-32 --out perf.jsonl
     python launch/perf_plan.py --table perf.jsonl                                      # prints
 
-Full-depth compiles take 4-10 minutes each on 2 cores, so the plan compiles shallow copies of
-each step (`plan.compile_step(depth=...)`): LLM layers 2 and 4 with towers of 2 layers, plus
-towers of 4 layers for each target x stage. Every figure is then extrapolated linearly per LLM
-layer and per tower layer to the preset's depth (the decoder and tower layers are identical and
-run in a Python loop, so each adds the same HLO). `--check SIZE:STAGE:LLM:TOWER` compiles one
-more depth to check the extrapolation against.
+Full-depth compiles of the layers one by one take 4-10 minutes each on 2 cores, so the plan
+compiles shallow copies of each step (`plan.compile_step(depth=...)`): LLM layers 2 and 4 with
+towers of 2 layers, plus towers of 4 layers for each target x stage. Every figure is then
+extrapolated linearly per LLM layer and per tower layer to the preset's depth (the decoder and
+tower layers are identical, so each adds the same HLO). `--check SIZE:STAGE:LLM:TOWER` compiles
+one more depth to check the extrapolation against.
 
-XLA's cost analysis counts a while loop's body once, so the plan compiles the vocabulary loss's
-chunk loop unrolled (the same computation); gradient accumulation is left at the recipe's 1.
+XLA's cost analysis counts a while loop's body once, so the plan compiles the layers one by one
+(`model.scan_layers` off) and the vocabulary loss's chunk loop unrolled (the same computation);
+benchmarks/compile_time.py gives the compile time and memory with the layers scanned, as they
+train. Gradient accumulation is left at the recipe's 1.
 Each compile runs in its own process; rows already in --out are not compiled again.
 """
 
@@ -208,6 +210,7 @@ def measure(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
     topology, _, target_config = TARGETS[target]
     config = _config(stage, size)
     config.init_from = ""  # the preset's architecture, from shapes alone
+    config.model.scan_layers = False  # a scan's body would be counted once, as any loop's
     step = compile_step(config, topology, target_config, depth=depth)
     compiled = step["compiled"]
     text = compiled.as_text()

@@ -17,8 +17,8 @@ from flax import nnx
 
 from tgg_jax import checkpoint
 from tgg_jax.data import shapes
-from tgg_jax.models import clip, dinov2, qwen2
-from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT
+from tgg_jax.models import clip, dinov2, qwen2, stacked
+from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT, scanned_parts, with_scan_layers
 from tgg_jax.tiny.tokenizer import train_tiny_tokenizer
 
 NUM_EXAMPLES = 20
@@ -60,9 +60,10 @@ def open_source(dataset: str, split: str, data_dir: str) -> ShapesSource:
 
 def random_params(config: TGGConfig, seed: int = 0) -> dict:
     """Random parameters in numpy (an eager nnx init compiles one XLA program per op: ~10 s):
-    weights N(0, 1/fan_in), norm scales 1 + N(0, 0.1^2), other vectors N(0, 0.1^2)."""
+    weights N(0, 1/fan_in), norm scales 1 + N(0, 0.1^2), other vectors N(0, 0.1^2). Drawn per
+    layer, then stacked where the config scans its layers (the same values in either layout)."""
     rng = np.random.default_rng(seed)
-    model = nnx.eval_shape(lambda: TinyGroundingGPT(config, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: TinyGroundingGPT(with_scan_layers(config, False), rngs=nnx.Rngs(0)))
 
     def init(path, x):
         if len(x.shape) >= 2:
@@ -71,7 +72,8 @@ def random_params(config: TGGConfig, seed: int = 0) -> dict:
         base = 1.0 if str(path[-1].key) in ("scale", "lambda1") else 0.0
         return (base + rng.normal(0.0, 0.1, x.shape)).astype(x.dtype)
 
-    return jax.tree_util.tree_map_with_path(init, nnx.state(model, nnx.Param).to_pure_dict())
+    params = jax.tree_util.tree_map_with_path(init, nnx.state(model, nnx.Param).to_pure_dict())
+    return jax.tree.map(np.asarray, stacked.relayout(params, scanned_parts(config)))
 
 
 def make_checkpoint(workdir: str) -> tuple[str, dict]:
