@@ -4,6 +4,7 @@ tests/test_torch_model.py against the PyTorch assembly), and the sampling pieces
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 import transformers
 from flax import nnx
@@ -14,8 +15,8 @@ from tgg_jax.generate import SamplingConfig, generate, left_pad, strip, top_p_fi
 from tgg_jax.models import qwen2
 
 
-def tiny_pair():
-    cfg = qwen2.tiny(vocab_size=96, num_layers=2, max_position_embeddings=256)
+def tiny_pair(scan: bool = False):
+    cfg = qwen2.tiny(vocab_size=96, num_layers=2, max_position_embeddings=256, scan_layers=scan)
     torch.manual_seed(0)
     hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**cfg.to_hf_dict(), initializer_range=0.2,
                                                                 attn_implementation="eager")).eval()
@@ -25,8 +26,9 @@ def tiny_pair():
     return model, hf
 
 
-def test_greedy_matches_hf_generate_on_a_left_padded_batch():
-    model, hf = tiny_pair()
+@pytest.mark.parametrize("scan", [False, True], ids=["layers", "scanned"])
+def test_greedy_matches_hf_generate_on_a_left_padded_batch(scan):
+    model, hf = tiny_pair(scan)
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 96, size=n).astype(np.int32) for n in (7, 12, 3)]
     stop = 5

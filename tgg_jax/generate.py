@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from tgg_jax.models import stacked
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
@@ -69,6 +71,9 @@ def _generate(graphdef, state, sampling: SamplingConfig, inputs: dict, rng: jax.
     model = nnx.merge(graphdef, state)
     b, t = inputs["input_ids"].shape
     llm = model.llm if hasattr(model, "llm") else model
+    if stacked.is_stacked(llm.layers):
+        # Each layer's slice of the stacked weights, taken once here rather than per new token.
+        llm.layers = nnx.List(stacked.unstacked(llm.layers))
     cache = llm.init_cache(b, t + sampling.max_new_tokens)
     if hasattr(model, "llm"):  # TinyGroundingGPT: images and objects go into the prefill
         logits, cache = model(inputs["input_ids"], positions=inputs["positions"],

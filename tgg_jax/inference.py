@@ -5,6 +5,7 @@ final evaluation."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from tgg_jax.data.preprocess import crop_object, load_image, preprocess_image
 from tgg_jax.data.template import encode_prompt
 from tgg_jax.data.tokenizer import TggTokenizer, load_tokenizer, tokenizer_dir_beside
 from tgg_jax.generate import SamplingConfig, generate, left_pad, strip
-from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT, with_dtype
+from tgg_jax.models.tgg import TGGConfig, TinyGroundingGPT, scanned_parts, with_dtype
 from tgg_jax.sharding import state_shardings
 from tgg_jax.spec import OBJECT_MARGIN, OBJECT_TOKEN
 
@@ -51,15 +52,17 @@ def load_model(checkpoint: str, *, mesh: jax.sharding.Mesh | None = None,
     """The model of a parameter checkpoint (CKPT/params + tgg_config.json, a trainer's
     checkpoints/<step>/, or its checkpoints/ for the latest step), its parameters on `mesh` by
     the logical-axis rules (else on the default device). `dtype` ("bfloat16" / "float32")
-    overrides the compute dtype; "" keeps the saved one."""
+    overrides the compute dtype; "" keeps the saved one. The LLM's layers come one by one
+    whatever the checkpoint stores: decoding runs them so, each with its own KV buffers."""
     path = ckpt_lib.latest_if_run(checkpoint)
     config = ckpt_lib.load_config(path)
+    config = config.replace(llm=dataclasses.replace(config.llm, scan_layers=False))
     if dtype:
         config = with_dtype(config, dtype)
     model = nnx.eval_shape(lambda: TinyGroundingGPT(config, rngs=nnx.Rngs(0)))
     state = nnx.state(model, nnx.Param)
     shardings = None if mesh is None else state_shardings(state, mesh).to_pure_dict()
-    params, _ = ckpt_lib.load_params(path, shardings=shardings)
+    params, _ = ckpt_lib.load_params(path, shardings=shardings, scanned=scanned_parts(config))
     if mesh is None:
         params = jax.device_put(params)
     state.replace_by_pure_dict(params)
