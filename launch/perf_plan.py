@@ -117,6 +117,28 @@ def gemm_costs(hlo_text: str) -> tuple[float, float]:
     return flops, nbytes
 
 
+def fmha_costs(hlo_text: str) -> tuple[float, float]:
+    """FLOPs and operand + result bytes of the cuDNN fused-attention calls, which XLA's cost
+    analysis does not price either. With q [B, T, N, H] and k [B, S, K, H], a forward call is
+    QK^T and PV (4 BNTSH), a backward one recomputes QK^T and forms dP, dV, dQ, dK (10 BNTSH);
+    a causal mask halves both (cuDNN skips the blocks above the diagonal). The decoder's
+    `lax.cond` holds two calls of the same shapes (row lengths or a segment bias) of which one
+    runs, so the lengths branch is not counted."""
+    flops = nbytes = 0.0
+    for line in hlo_text.splitlines():
+        if 'custom_call_target="__cudnn$fmha' not in line or "/cond/branch_1_fun/" in line:
+            continue
+        operands = re.search(r"operand_layout_constraints=\{(.*?)\}, api_version", line).group(1)
+        (b, t, n, h), (_, s_len, _, _) = ([int(d) for d in dims.split(",")] for _, dims in
+                                          re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", operands)[:2])
+        calls = 5 if "Backward" in line.split("custom_call_target=")[1][:60] else 2
+        causal = re.search(r'"mask_type":\s*"\w*CAUSAL"', line) is not None
+        flops += calls * 2.0 * b * n * t * s_len * h / (2 if causal else 1)
+        result = re.search(r"= (\(.*?\)|\S+) custom-call\(", line).group(1)
+        nbytes += _array_bytes(operands) + _array_bytes(result)
+    return flops, nbytes
+
+
 def roofline(flops: float, hbm_bytes: float, comm_bytes: float, hw: dict) -> dict[str, float]:
     """Per-device lower bound on the step time: the largest of compute, HBM traffic and
     interconnect traffic, each at the device's peak (perfect overlap)."""
@@ -221,9 +243,9 @@ def measure(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
         from jax._src.lib import xla_client
         module = compiled.runtime_executable().hlo_modules()[0]
         cost = dict(xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module))
-        gemm_flops, gemm_bytes = gemm_costs(text)
-        cost["flops"] += gemm_flops
-        cost["bytes accessed"] += gemm_bytes
+        for flops, nbytes in (gemm_costs(text), fmha_costs(text)):
+            cost["flops"] += flops
+            cost["bytes accessed"] += nbytes
     loops = [int(n) for n in re.findall(r'"known_trip_count":\{"n":"(\d+)"', text)]
     comm = collective_bytes(text, len(step["devices"]))
     return {"target": target, "size": size, "stage": stage, "depth": list(depth),

@@ -92,6 +92,28 @@ def test_gemm_costs_of_a_cublas_call():
     assert nbytes == 24 * 4736 * 4 + 24 * 888 * 2 + 888 * 4736 * 2
 
 
+def test_fmha_costs_of_cudnn_attention_calls():
+    """cuDNN attention as the GPU compiler writes it (q [2, 8, 4, 16], k/v [2, 8, 1, 16]): a
+    causal forward call, its backward, a call in the other branch of the decoder's lax.cond
+    (not counted), and a forward without a mask (a tower's)."""
+    def call(name, target, result, branch="branch_0_fun", mask="PADDING_CAUSAL"):
+        return (f"  %{name} = {result} custom-call(%q, %k, %v), custom_call_target=\"__cudnn$fmha{target}\", "
+                "operand_layout_constraints={bf16[2,8,4,16]{3,2,1,0}, bf16[2,8,1,16]{3,2,1,0}, "
+                "bf16[2,8,1,16]{3,2,1,0}}, api_version=API_VERSION_STATUS_RETURNING, "
+                f'metadata={{op_name="jit(step)/shard_map/cond/{branch}/dot_product_attention"}}, '
+                f'backend_config={{"cudnn_fmha_backend_config": {{"mask_type": "{mask}"}}}}')
+    fwd = "(bf16[2,4,8,16]{3,1,2,0}, f32[2,4,8]{2,1,0}, u8[0]{0})"
+    hlo = "\n".join([call("f", "Softmax", fwd), call("g", "Softmax", fwd, branch="branch_1_fun"),
+                     call("b", "SoftmaxBackward", "(bf16[2,4,8,16]{3,1,2,0}, bf16[2,1,8,16]{3,1,2,0}, "
+                          "bf16[2,1,8,16]{3,1,2,0}, u8[0]{0})"),
+                     call("t", "Softmax", fwd, branch="", mask="NO_MASK")])
+    flops, nbytes = perf_plan.fmha_costs(hlo)
+    bntsh = 2 * 4 * 8 * 8 * 16
+    assert flops == 4 * bntsh / 2 + 10 * bntsh / 2 + 4 * bntsh
+    operands = (2 * 8 * 4 * 16 + 2 * 2 * 8 * 16) * 2
+    assert nbytes == 2 * (operands + 2 * 4 * 8 * 16 * 2 + 2 * 4 * 8 * 4) + operands + (2 * 4 * 8 * 16 + 2 * 2 * 8 * 16) * 2
+
+
 def test_array_bytes_reads_tpu_layouts_and_tuples():
     assert perf_plan._array_bytes("bf16[2,16]{1,0:T(2,128)(2,1)S(1)}") == 64
     assert perf_plan._array_bytes("(f32[4]{0}, u32[]{:S(2)})") == 20
