@@ -16,8 +16,9 @@
 
 `all` runs each part in its own process (JAX and PyTorch each hold GPU memory until they exit),
 appends one JSON line per part to DIR/gpu_check.jsonl and prints the summary. `--layers N`
-keeps N decoder layers (0: the preset's depth): compile time grows with depth and MFU barely
-depends on it; the towers, embedding and LM head stay full size. `--dry-run` runs the same code
+keeps N decoder layers (0: the preset's depth): memory grows with depth (PyTorch's step holds
+every layer's fp32 weights, gradients and AdamW state too) and MFU barely depends on it; the
+towers, embedding and LM head stay full size. The JAX model scans its layers, as the presets do. `--dry-run` runs the same code
 on the CPU with tiny shapes, in this process, in seconds (what CI tests).
 
 Imports only jax, flax, optax, numpy, torch, transformers, safetensors and PIL (the GPU image's
@@ -53,8 +54,10 @@ def model_config(size: str, layers: int, dtype: str = "bfloat16", remat: str = "
     from tgg_jax.models import clip, dinov2, qwen2
     from tgg_jax.models.tgg import PRESETS, TGGConfig, with_dtype
     if size == "tiny":
-        config = TGGConfig(llm=qwen2.tiny(vocab_size=512), clip=clip.tiny(image_size=28),
-                           dinov2=dinov2.tiny(), image_token_id=510, object_token_id=511)
+        # Scanned layers, as the presets: the dry run takes the code path the GPU run takes.
+        config = TGGConfig(llm=qwen2.tiny(vocab_size=512, scan_layers=True),
+                           clip=clip.tiny(image_size=28, scan_layers=True), dinov2=dinov2.tiny(scan_layers=True),
+                           image_token_id=510, object_token_id=511)
     else:
         config = PRESETS[size]()
     llm = dataclasses.replace(config.llm, remat_policy=remat,
