@@ -50,3 +50,13 @@ def test_gpu_check_dry_run(tmp_path):
     assert len(re.findall(r"decode tiny .* new tokens/s", out.stdout)) == 2, out.stdout
     lines = (tmp_path / "gpu_check.jsonl").read_text().splitlines()
     assert len(lines) == 4
+
+
+def test_compile_time_benchmark_runs_on_the_host():
+    """The scan / one-by-one compile comparison, for this host's devices at one layer deep."""
+    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "compile_time.py"), "--target", "host",
+                          "--size", "1.5b", "--stage", "stage3", "--depth", "1:1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"([0-9.]+)x faster to compile scanned", out.stdout), out.stdout
+    assert "scanned layers:" in out.stdout and "layers one by one:" in out.stdout, out.stdout

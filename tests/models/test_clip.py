@@ -6,8 +6,8 @@ import torch
 import transformers
 from flax import nnx
 
-from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params, randomize,
-                                         saved_tensors)
+from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params,
+                                         randomize, saved_tensors)
 from tgg_jax.convert.clip_map import CLIP_TABLE, strip_vision_prefix
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.models import clip

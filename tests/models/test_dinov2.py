@@ -10,8 +10,8 @@ import transformers
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params, randomize,
-                                         saved_tensors)
+from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params,
+                                         randomize, saved_tensors)
 from tgg_jax import sharding
 from tgg_jax.convert.dinov2_map import DINOV2_TABLE, dinov2_table
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into

@@ -1,7 +1,7 @@
 """A tgg-jax parameter checkpoint read a layer (or a stacked tensor) at a time (Orbax partial
 restore), as host numpy arrays: what the export streams into safetensors without ever holding
-the model. Orbax merges
-the per-host files of a checkpoint written by several processes, so one process reads it."""
+the model. Orbax merges the per-host files of a checkpoint written by several processes, so one
+process reads it."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ class CheckpointReader:
     Names are per layer whatever the stored layout ('llm.layers.0.mlp.up_proj.kernel'). For
     layers stored one by one the reader restores that whole layer (Orbax partial restore);
     for stacked layers, the stacked tensor. It hands the tensors out one by one, forgetting
-    each as it goes; shapes are checked against the config. Asked for in `order` (a layer's
-    tensors together, or a stacked tensor's layers together), it restores each group once.
+    each as it goes; shapes are checked against the config. Asked for group by group (a
+    layer's tensors together, or a stacked tensor's layers together: `by_layer`), it restores
+    each group once and holds at most one.
     """
 
     def __init__(self, checkpoint: str):

@@ -79,7 +79,8 @@ def export_hf(checkpoint: str, out: str, dtype: str = "float32", tokenizer: str 
     llm_dir, clip_dir, dino_dir = (os.path.join(out, p) for p in ("llm", "clip", "dinov2"))
 
     _write_part(llm_dir, llm_config(config, tok, dtype),
-                plan(qwen2_map.qwen2_table(config.llm), config.llm.num_layers, "llm.", shapes, on_disk, read.by_layer("llm")),
+                plan(qwen2_map.qwen2_table(config.llm), config.llm.num_layers, "llm.", shapes, on_disk,
+                     read.by_layer("llm")),
                 read, max_shard_bytes)
     write_json(os.path.join(llm_dir, "generation_config.json"), generation_config(tok))
     tok.save(llm_dir)
@@ -90,7 +91,8 @@ def export_hf(checkpoint: str, out: str, dtype: str = "float32", tokenizer: str 
                 read, max_shard_bytes)
     dino_table = dinov2_map.dinov2_table(config.dinov2.use_mask_token, config.dinov2.qkv_bias)
     _write_part(dino_dir, {**config.dinov2.to_hf_dict(), "architectures": ["Dinov2Model"], "dtype": dtype},
-                plan(dino_table, config.dinov2.num_layers, "dinov2.", shapes, on_disk, read.by_layer("dinov2")),
+                plan(dino_table, config.dinov2.num_layers, "dinov2.", shapes, on_disk,
+                     read.by_layer("dinov2")),
                 read, max_shard_bytes)
     write_safetensors(os.path.join(out, PROJECTOR_FILE),
                       plan(projector_map.PROJECTOR_TABLE, 0, "projector.", shapes, on_disk), read)

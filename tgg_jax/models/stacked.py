@@ -20,7 +20,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 LAYER_AXIS = "layers"
-PARTS = ("llm", "clip", "dinov2")  # the models with a `layers` block, as TinyGroundingGPT names them
 
 
 def build(make_layer: Callable[[nnx.Rngs], nnx.Module], num_layers: int, rngs: nnx.Rngs,
