@@ -7,9 +7,12 @@ import jax
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from configs import common
 from tests.models.test_tgg import tiny_config
+from tgg_jax.models import stacked
+from tgg_jax.models.tgg import scanned_parts, with_scan_layers
 from tgg_jax.train.state import create_state
 from tgg_jax.train.step import chunked_cross_entropy, make_train_step
 
@@ -46,6 +49,29 @@ def test_remat_full_equals_no_remat(trainable):
                  state.trainable, ref_state.trainable)
     trains_llm = any("llm" in str(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.trainable))
     assert trains_llm == (trainable == common.LLM_AND_PROJECTOR)
+
+
+@pytest.mark.parametrize("trainable", [common.PROJECTOR_ONLY, common.LLM_AND_PROJECTOR])
+def test_scanned_step_equals_the_per_layer_step(trainable):
+    """Stacked, scanned, rematerialised layers (frozen ones too in stage 1a) take the step the
+    per-layer model takes from the same parameters."""
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, remat_policy="full"))
+    ref_state, ref = one_step(cfg, trainable)
+    optimizer = optax.sgd(1.0)
+    scan_cfg = with_scan_layers(cfg, True)
+    graphdef, _, init = create_state(scan_cfg, optimizer, trainable, seed=0)
+    state = jax.jit(init)()
+    per_layer = jax.jit(create_state(cfg, optimizer, trainable, seed=0)[2])()  # one_step's start
+    for ours, theirs in ((state.trainable, per_layer.trainable), (state.frozen, per_layer.frozen)):
+        nnx.replace_by_pure_dict(ours, stacked.relayout(nnx.to_pure_dict(theirs), scanned_parts(scan_cfg)))
+    step = jax.jit(make_train_step(graphdef, optimizer, optax.constant_schedule(1.0)))
+    state, metrics = step(state, batch(scan_cfg))
+    np.testing.assert_allclose(metrics["loss"], ref["loss"], rtol=1e-6)
+    np.testing.assert_allclose(metrics["grad_norm"], ref["grad_norm"], rtol=1e-5)
+    want = stacked.relayout(nnx.to_pure_dict(ref_state.trainable), scanned_parts(scan_cfg))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
+                 nnx.to_pure_dict(state.trainable), want)
 
 
 @pytest.mark.parametrize("chunk", [0, 4, 8])
