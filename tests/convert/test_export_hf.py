@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import nnx
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests import hf_reference as ref
 from tests.convert.export_fixtures import import_then_export, placeholder_tokenizer
 from tests.evals import fake_data
-from tgg_jax.checkpoint import load_params, save_config, save_params
+from tgg_jax import sharding
+from tgg_jax.checkpoint import abstract_model, load_params, save_config, save_params
 from tgg_jax.convert import cli
 from tgg_jax.convert.checkpoint_reader import CheckpointReader
 from tgg_jax.convert.export_hf import export_hf
@@ -31,7 +33,7 @@ from tgg_jax.convert.import_hf import import_hf
 from tgg_jax.convert.mapping import IDENTITY, LINEAR
 from tgg_jax.convert.safetensors_writer import Entry, write_safetensors
 from tgg_jax.models import clip, dinov2, qwen2
-from tgg_jax.models.tgg import TGGConfig
+from tgg_jax.models.tgg import TGGConfig, scanned_parts, with_scan_layers
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -252,6 +254,20 @@ def test_either_layout_loads_as_the_other(tied, tmp_path):
     back, back_config = load_params(str(tmp_path / "per_layer"), scanned={"llm": True, "clip": True, "dinov2": True})
     assert back_config == stacked_config
     jax.tree.map(np.testing.assert_array_equal, back, stacked_params)
+
+
+def test_restacking_on_a_mesh_lands_sharded(tied):
+    """What init_from does when a run's layout differs from its checkpoint's: the stacked
+    checkpoint restored onto an 8-device mesh per layer, each tensor sharded as the rules say."""
+    stacked_params, config = load_params(tied.checkpoint)
+    target = with_scan_layers(config, False)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    shardings = sharding.state_shardings(nnx.state(abstract_model(target), nnx.Param), mesh).to_pure_dict()
+    params, _ = load_params(tied.checkpoint, shardings=shardings, scanned=scanned_parts(target))
+    kernel = params["llm"]["layers"][1]["mlp"]["up_proj"]["kernel"]
+    assert kernel.sharding == shardings["llm"]["layers"][1]["mlp"]["up_proj"]["kernel"]
+    assert len(kernel.sharding.device_set) == 8
+    np.testing.assert_array_equal(np.asarray(kernel), stacked_params["llm"]["layers"]["mlp"]["up_proj"]["kernel"][1])
 
 
 def test_trainer_step_dir_finds_the_run_tokenizer(tmp_path):
