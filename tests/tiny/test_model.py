@@ -3,9 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
-from tgg_jax.models import qwen2
+from tgg_jax.models import qwen2, stacked
 from tgg_jax.models.attention import attend, attention_mask
 from tgg_jax.models.qwen2 import Qwen2
 from tgg_jax.models.rope import apply_rotary, rotary_tables
@@ -15,7 +16,7 @@ from tgg_jax.tiny.model import mimetic_init
 def _first_layer_attention(model: Qwen2, ids: jax.Array) -> np.ndarray:
     """Layer 0's attention weights [N heads, T, T], read out through `attend` itself (one-hot
     values), so the query/key head grouping checked is the one the model computes with."""
-    layer, c = model.layers[0], model.config
+    layer, c = stacked.unstacked(model.layers)[0], model.config
     t = ids.shape[1]
     x = layer.input_layernorm(model.embed(ids))
     cos, sin = rotary_tables(jnp.arange(t)[None], c.head_dim, c.rope_theta)
@@ -27,13 +28,14 @@ def _first_layer_attention(model: Qwen2, ids: jax.Array) -> np.ndarray:
     return np.asarray(weights[0]).transpose(1, 0, 2)
 
 
-def test_mimetic_init_makes_tokens_attend_to_their_earlier_copies():
-    cfg = qwen2.tiny(num_heads=4, num_kv_heads=2, initializer_range=0.05, rope_theta=1e6)
+@pytest.mark.parametrize("scan", [False, True], ids=["layers", "scanned"])
+def test_mimetic_init_makes_tokens_attend_to_their_earlier_copies(scan):
+    cfg = qwen2.tiny(num_heads=4, num_kv_heads=2, initializer_range=0.05, rope_theta=1e6, scan_layers=scan)
     model = Qwen2(cfg, rngs=nnx.Rngs(0))
     ids = jnp.array([[5, 17, 40, 61, 77, 93, 120, 5]])  # the last token repeats the first
     before = _first_layer_attention(model, ids)[:, -1]
     mimetic_init(model, 4.0)
-    attn = model.layers[0].self_attn
+    attn = stacked.unstacked(model.layers)[0].self_attn
     q = attn.q_proj.kernel[...].reshape(cfg.hidden_size, cfg.num_kv_heads, 2, cfg.head_dim)
     k = attn.k_proj.kernel[...].reshape(cfg.hidden_size, cfg.num_kv_heads, 1, cfg.head_dim)
     np.testing.assert_allclose(q, 4.0 * np.broadcast_to(k, q.shape), rtol=1e-6)
