@@ -34,6 +34,29 @@ def test_real_config_validates_before_compiling():
         compile_only(c)
 
 
+def test_a_stage_config_plans_before_its_init_from_exists(monkeypatch, tmp_path):
+    """Planning comes before the checkpoint: a missing init_from compiles the preset's shapes,
+    and without a preset it is one clear error."""
+    from tgg_jax.errors import UserError
+    from tgg_jax.train import plan
+    seen = []
+
+    def model_config(config, tokenizer):  # what the compile would build its model from
+        seen.append((config.init_from, config.model.preset))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(plan.state_lib, "model_config", model_config)
+    c = stage2.get_config("3b")
+    c.init_from = str(tmp_path / "not_yet")
+    with pytest.raises(RuntimeError, match="stop"):
+        compile_only(c)
+    assert seen == [("", "3b")]
+    c = stage2.get_config("0.5b")  # no preset: the architecture can only come from init_from
+    c.init_from = str(tmp_path / "not_yet")
+    with pytest.raises(UserError, match="does not exist"):
+        compile_only(c)
+
+
 def test_topology_needs_platform_and_name():
     with pytest.raises(ValueError, match="PLATFORM:NAME"):
         compile_only(small(tiny.get_config()), topology="v5p-32")

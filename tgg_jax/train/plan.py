@@ -11,9 +11,12 @@ import types
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
 from tgg_jax import sharding
+from tgg_jax.checkpoint import resolve_checkpoint
+from tgg_jax.errors import UserError
 from tgg_jax.models import attention
 from tgg_jax.data.packing import default_packing_spec
 from tgg_jax.spec import IMAGE_TOKEN_ID, OBJECT_TOKEN_ID
@@ -76,6 +79,14 @@ def topology_devices(topology: str, target_config: str = "") -> list:
     return list(topologies.get_topology_desc(topology_name=name, platform=platform).devices)
 
 
+def _exists(checkpoint: str) -> bool:
+    try:
+        resolve_checkpoint(checkpoint)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def compile_step(config, topology: str = "", target_config: str = "",
                  depth: tuple[int, int] | None = None) -> dict:
     """Lower and compile one train step for the config's mesh over this host's devices, or over
@@ -91,6 +102,16 @@ def compile_step(config, topology: str = "", target_config: str = "",
     config.unlock()
     config.total_steps = total_steps(config) if (config.total_steps or config.data.num_examples) else 1000
     config.lock()
+    if config.init_from and not _exists(config.init_from):
+        # Planning comes before the checkpoint exists: a preset's shapes are the same model.
+        if not config.model.preset:
+            raise UserError(f"init_from {config.init_from} does not exist, and config.model.preset "
+                            "is '': name a preset (--config.model.preset=3b) to plan its shapes")
+        logging.info("init_from %s does not exist yet: compiling preset %s's shapes",
+                     config.init_from, config.model.preset)
+        config.unlock()
+        config.init_from = ""
+        config.lock()
     if hooks.is_hook(config.data.tokenizer):  # a tokenizer the run makes: made here the same way
         tokenizer = hooks.resolve(config.data.tokenizer, "data.tokenizer")(config)
     else:
