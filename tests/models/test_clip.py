@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from flax import nnx
 
-from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params,
-                                         randomize, saved_tensors)
+from tests.models.vision_testing import (abstract, check_scanned_tower, cls_patch_features, hidden_states, images,
+                                         param_count, params_by_name, patch_features, randomize, saved_tensors)
 from tgg_jax.convert.clip_map import CLIP_TABLE, strip_vision_prefix
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.models import clip
@@ -52,13 +51,6 @@ def imported_tower(checkpoint) -> CLIPVisionTower:
 @pytest.fixture(scope="module")
 def tower(checkpoint):
     return imported_tower(checkpoint)
-
-
-# Jitted: one compile per input shape instead of one per op.
-hidden_states = nnx.jit(lambda tower, pixels: tower(pixels))
-patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2, select_feature="patch"))
-cls_patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2,
-                                                                   select_feature="cls_patch"))
 
 
 def hf_hidden_states(hf_clip, nchw):
@@ -117,20 +109,9 @@ def test_scanned_tower_matches_hf_and_exports_the_same_tensors(hf_clip, checkpoi
     """Layers stacked and scanned: every hidden state and the exported tensors are HF's, and the
     penultimate features scan the first layers only."""
     tower = abstract(CLIPVisionTower, clip.tiny(scan_layers=True))
-    load_into(tower, import_tensors(checkpoint.__getitem__, CLIP_TABLE, num_layers=3))
-    assert tower.layers.mlp.fc1.kernel.shape[0] == 3
     nchw, nhwc = images(seed=1, batch=2, height=56, width=56)
-    ref = hf_hidden_states(hf_clip, nchw)
-    ours = hidden_states(tower, nhwc)
-    assert len(ours) == len(ref) == 4
-    for i, (a, b) in enumerate(zip(ours, ref)):
-        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4, rtol=0, err_msg=f"hidden_states[{i}]")
-    exported = dict(export_tensors(per_layer_params(tower).__getitem__, CLIP_TABLE, num_layers=3))
-    for name, value in exported.items():
-        assert np.array_equal(np.asarray(value), checkpoint[name]), name
-    for var in params_by_name(tower.layers).values():  # poison the last layer: features skip it
-        var.set_value(var.get_value().at[-1].set(np.nan))
-    np.testing.assert_allclose(np.asarray(patch_features(tower, nhwc)), ref[-2][:, 1:], atol=1e-4, rtol=0)
+    vision = {k for k in checkpoint if k.startswith("vision_model.")}
+    check_scanned_tower(tower, CLIP_TABLE, checkpoint, vision, hf_hidden_states(hf_clip, nchw), nhwc)
 
 
 def test_table_reads_a_transformers5_clip_vision_model_file(hf_clip, tmp_path):

@@ -10,8 +10,8 @@ import transformers
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from tests.models.vision_testing import (abstract, images, param_count, params_by_name, per_layer_params,
-                                         randomize, saved_tensors)
+from tests.models.vision_testing import (abstract, check_scanned_tower, cls_patch_features, hidden_states, images,
+                                         param_count, params_by_name, patch_features, randomize, saved_tensors)
 from tgg_jax import sharding
 from tgg_jax.convert.dinov2_map import DINOV2_TABLE, dinov2_table
 from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
@@ -51,13 +51,6 @@ def imported_tower(checkpoint) -> Dinov2Tower:
 @pytest.fixture(scope="module")
 def tower(checkpoint):
     return imported_tower(checkpoint)
-
-
-# Jitted: one compile per input shape instead of one per op.
-hidden_states = nnx.jit(lambda tower, pixels: tower(pixels))
-patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2, select_feature="patch"))
-cls_patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2,
-                                                                   select_feature="cls_patch"))
 
 
 def hf_hidden_states(hf_dinov2, nchw):
@@ -107,21 +100,8 @@ def test_scanned_tower_matches_hf_and_exports_the_same_tensors(hf_dinov2, checkp
     """Layers stacked and scanned: every hidden state (positions resized to a 5 x 8 grid) and
     the exported tensors are HF's, and the penultimate features scan the first layers only."""
     tower = abstract(Dinov2Tower, dinov2.tiny(scan_layers=True))
-    load_into(tower, import_tensors(checkpoint.__getitem__, DINOV2_TABLE, num_layers=3))
-    assert tower.layers.mlp.fc1.kernel.shape[0] == 3
     nchw, nhwc = images(seed=6, batch=2, height=70, width=112)
-    ref = hf_hidden_states(hf_dinov2, nchw)
-    ours = hidden_states(tower, nhwc)
-    assert len(ours) == len(ref) == 4
-    for i, (a, b) in enumerate(zip(ours, ref)):
-        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4, rtol=0, err_msg=f"hidden_states[{i}]")
-    exported = dict(export_tensors(per_layer_params(tower).__getitem__, DINOV2_TABLE, num_layers=3))
-    assert set(exported) == set(checkpoint)
-    for name, value in exported.items():
-        assert np.array_equal(np.asarray(value), checkpoint[name]), name
-    for var in params_by_name(tower.layers).values():  # poison the last layer: features skip it
-        var.set_value(var.get_value().at[-1].set(np.nan))
-    np.testing.assert_allclose(np.asarray(patch_features(tower, nhwc)), ref[-2][:, 1:], atol=1e-4, rtol=0)
+    check_scanned_tower(tower, DINOV2_TABLE, checkpoint, set(checkpoint), hf_hidden_states(hf_dinov2, nchw), nhwc)
 
 
 def test_without_mask_token_or_qkv_bias(tmp_path):

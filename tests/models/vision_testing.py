@@ -7,8 +7,16 @@ import torch
 from flax import nnx
 from safetensors.numpy import load_file
 
+from tgg_jax.convert.mapping import export_tensors, import_tensors, load_into
 from tgg_jax.models import stacked
 from tgg_jax.models.naming import tgg_name
+
+
+# Jitted: one compile per input shape instead of one per op.
+hidden_states = nnx.jit(lambda tower, pixels: tower(pixels))
+patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2, select_feature="patch"))
+cls_patch_features = nnx.jit(lambda tower, pixels: tower.features(pixels, select_layer=-2,
+                                                                   select_feature="cls_patch"))
 
 
 def randomize(model: torch.nn.Module, seed: int) -> None:
@@ -60,3 +68,24 @@ def per_layer_params(module) -> dict[str, np.ndarray]:
         else:
             out[name] = value
     return out
+
+
+def check_scanned_tower(tower, table, checkpoint: dict[str, np.ndarray], tower_names: set[str],
+                        ref: list[np.ndarray], nhwc: np.ndarray) -> None:
+    """A stacked tower (abstract, 3 layers) loaded from the HF `checkpoint` through `table`:
+    every hidden state is HF's (`ref`, for the images `nhwc`), export gives back exactly the
+    tower's tensors (`tower_names`) bit for bit, and the penultimate features scan the first
+    layers only (the last one is poisoned with NaN)."""
+    load_into(tower, import_tensors(checkpoint.__getitem__, table, num_layers=3))
+    assert tower.layers.mlp.fc1.kernel.shape[0] == 3
+    ours = hidden_states(tower, nhwc)
+    assert len(ours) == len(ref) == 4
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        np.testing.assert_allclose(np.asarray(a), b, atol=1e-4, rtol=0, err_msg=f"hidden_states[{i}]")
+    exported = dict(export_tensors(per_layer_params(tower).__getitem__, table, num_layers=3))
+    assert set(exported) == tower_names
+    for name, value in exported.items():
+        assert np.array_equal(np.asarray(value), checkpoint[name]), name
+    for var in params_by_name(tower.layers).values():
+        var.set_value(var.get_value().at[-1].set(np.nan))
+    np.testing.assert_allclose(np.asarray(patch_features(tower, nhwc)), ref[-2][:, 1:], atol=1e-4, rtol=0)
