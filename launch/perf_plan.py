@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import subprocess
 import sys
 
@@ -36,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, ROOT]  # memory_plan beside this file; configs/ and tgg_jax at the root
 
+from hlo_costs import Module, collective_bytes, fmha_costs, gemm_costs, splash_costs  # noqa: E402
 from memory_plan import SIZES, STAGES, TARGETS  # noqa: E402  (launch/ is a script folder)
 
 # Per device: dense bf16 FLOP/s, HBM bytes/s, interconnect bytes/s each way, and the sources.
@@ -53,92 +52,6 @@ TOWER_PROBE = (2, 4)         # one more per target x stage, for the per-tower-la
 # The paper's recipe in order: (config module, what it trains on), its stages' compiled shape.
 RECIPE = (("stage1_pretrain", "stage1_pretrain"), ("stage1_finetune", "stage2"),
           ("stage2", "stage2"), ("stage3", "stage3"))
-COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
-          "f32": 4, "s64": 8, "u64": 8, "f64": 8}
-
-
-def _array_bytes(shape_text: str) -> int:
-    """Bytes of the arrays in an HLO result type such as `bf16[8,128]{1,0}` or a tuple of them."""
-    return sum(_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
-               for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape_text))
-
-
-def _group_size(line: str, default: int) -> int:
-    groups = re.search(r"replica_groups=\{\{([\d,]*)\}", line)
-    if groups:
-        return len(groups.group(1).split(","))
-    iota = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", line)
-    return int(iota.group(2)) if iota else default
-
-
-def collective_bytes(hlo_text: str, devices: int) -> dict[str, float]:
-    """Bytes each device sends per step, by collective, from a compiled HLO module's text.
-
-    Counts synchronous collectives (also those wrapped in async computations) and the `-done`
-    half of start/done pairs, by their result (the output): for a group of g devices an
-    all-gather sends out*(g-1)/g, a reduce-scatter out*(g-1), an all-reduce 2*out*(g-1)/g (ring),
-    an all-to-all out*(g-1)/g and a collective-permute its output.
-    """
-    sent = dict.fromkeys(COLLECTIVES, 0.0)
-    pattern = re.compile(r"=\s*(.+?)\s+(" + "|".join(COLLECTIVES) + r")(-done)?\(")
-    for line in hlo_text.splitlines():
-        m = pattern.search(line)
-        if not m or re.search(r"(" + "|".join(COLLECTIVES) + r")-start\(", line):
-            continue
-        result, op = m.group(1), m.group(2)
-        out = _array_bytes(result)
-        if op == "collective-permute":
-            sent[op] += out if not m.group(3) else _array_bytes(result)
-            continue
-        g = _group_size(line, devices)
-        if g <= 1:
-            continue
-        sent[op] += {"all-gather": out * (g - 1) / g, "reduce-scatter": out * (g - 1),
-                     "all-reduce": 2 * out * (g - 1) / g, "all-to-all": out * (g - 1) / g}[op]
-    return sent
-
-
-def gemm_costs(hlo_text: str) -> tuple[float, float]:
-    """FLOPs and operand + result bytes of the library GEMM calls (cuBLAS) in a compiled GPU
-    module, which XLA's cost analysis does not price: 2 x result elements x contracted size."""
-    types = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (.+?) [a-z][\w\-]*\(", hlo_text, re.M))
-    flops = nbytes = 0.0
-    for line in hlo_text.splitlines():
-        if 'custom_call_target="__cublas$' not in line or "gemm_backend_config" not in line:
-            continue
-        m = re.search(r"= \(?([a-z]+\d*)\[([\d,]*)\].*?custom-call\(%([^,)\s]+), %([^,)\s]+)", line)
-        lhs_type = types.get(m.group(3), "")
-        lhs_dims = [int(d) for d in re.search(r"\[([\d,]*)\]", lhs_type).group(1).split(",") if d]
-        contracting = json.loads(re.search(r'"lhs_contracting_dimensions":(\[[^\]]*\])', line).group(1))
-        out = math.prod(int(d) for d in m.group(2).split(",") if d)
-        flops += 2.0 * out * math.prod(lhs_dims[int(i)] for i in contracting)
-        nbytes += _BYTES.get(m.group(1), 4) * out + _array_bytes(lhs_type) + _array_bytes(types.get(m.group(4), ""))
-    return flops, nbytes
-
-
-def fmha_costs(hlo_text: str) -> tuple[float, float]:
-    """FLOPs and operand + result bytes of the cuDNN fused-attention calls, which XLA's cost
-    analysis does not price either. With q [B, T, N, H] and k [B, S, K, H], a forward call is
-    QK^T and PV (4 BNTSH), a backward one recomputes QK^T and forms dP, dV, dQ, dK (10 BNTSH);
-    a causal mask halves both (cuDNN skips the blocks above the diagonal). The decoder's
-    `lax.cond` holds two calls of the same shapes (row lengths or a segment bias) of which one
-    runs, so the lengths branch is not counted."""
-    flops = nbytes = 0.0
-    for line in hlo_text.splitlines():
-        if 'custom_call_target="__cudnn$fmha' not in line or "/cond/branch_1_fun/" in line:
-            continue
-        operands = re.search(r"operand_layout_constraints=\{(.*?)\}, api_version", line).group(1)
-        (b, t, n, h), (_, s_len, _, _) = ([int(d) for d in dims.split(",")] for _, dims in
-                                          re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", operands)[:2])
-        calls = 5 if "Backward" in line.split("custom_call_target=")[1][:60] else 2
-        causal = re.search(r'"mask_type":\s*"\w*CAUSAL"', line) is not None
-        flops += calls * 2.0 * b * n * t * s_len * h / (2 if causal else 1)
-        result = re.search(r"= (\(.*?\)|\S+) custom-call\(", line).group(1)
-        nbytes += _array_bytes(operands) + _array_bytes(result)
-    return flops, nbytes
-
-
 def roofline(flops: float, hbm_bytes: float, comm_bytes: float, hw: dict) -> dict[str, float]:
     """Per-device lower bound on the step time: the largest of compute, HBM traffic and
     interconnect traffic, each at the device's peak (perfect overlap)."""
@@ -239,23 +152,25 @@ def measure(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     if cost is None:  # XLA:GPU gives no cost analysis ahead of time: XLA's HloCostAnalysis of
-        # the optimised GPU module (run by the CPU client), plus the cuBLAS GEMMs it leaves unpriced
+        # the optimised GPU module, run by the CPU client
         from jax._src.lib import xla_client
         module = compiled.runtime_executable().hlo_modules()[0]
         cost = dict(xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module))
-        for flops, nbytes in (gemm_costs(text), fmha_costs(text)):
-            cost["flops"] += flops
-            cost["bytes accessed"] += nbytes
-    loops = [int(n) for n in re.findall(r'"known_trip_count":\{"n":"(\d+)"', text)]
+    # What XLA leaves out: library and Pallas kernels, and loop bodies' runs after the first
+    # (XLA:TPU's windowed einsums; the GPU module has no loops left).
+    kernels = [gemm_costs(text), fmha_costs(text), splash_costs(text)]
+    loops = Module(text).loop_extra()
+    kernel_flops, kernel_bytes = (sum(k[i] for k in kernels) for i in (0, 1))
     comm = collective_bytes(text, len(step["devices"]))
     return {"target": target, "size": size, "stage": stage, "depth": list(depth),
             "device_kind": step["devices"][0].device_kind, "devices": len(step["devices"]),
             "batch": config.batch_size, "seq_len": max(config.data.buckets),
             "images": 1 + config.data.max_objects,
-            "flops": float(cost["flops"]), "hbm_bytes": float(cost["bytes accessed"]),
+            "flops": float(cost["flops"]) + kernel_flops + loops[0],
+            "hbm_bytes": float(cost["bytes accessed"]) + kernel_bytes + loops[1],
+            "xla_flops": float(cost["flops"]), "kernel_flops": kernel_flops, "loop_flops": loops[0],
             "comm_bytes": sum(comm.values()), "comm": comm, "peak_bytes": peak_bytes(compiled)["peak"],
             "lower_s": step["lower_s"], "compile_s": step["compile_s"] + step["lower_s"],
-            "loops_over_1": [n for n in loops if n > 1],
             "cudnn_fmha": text.count("__cudnn$fmha"), "splash": text.count("splash")}
 
 

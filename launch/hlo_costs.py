@@ -1,0 +1,291 @@
+"""What one device runs per step, read from a compiled HLO module's text where XLA's own cost
+analysis falls short: library calls it leaves unpriced (cuBLAS GEMMs, cuDNN fused attention,
+Pallas splash attention) and while loops, whose body it counts once however many times it runs.
+
+XLA:TPU turns FSDP matmuls into windowed einsums: a while loop whose body multiplies the local
+shard while a collective-permute brings the next one, unrolled twice. Its cost analysis prices
+that body once, so the module's real FLOPs are those plus (runs - 1) x each loop body's
+convolutions (`Module.loop_extra`); the trip count comes from the loop's own condition, start
+and step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
+          "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+# Instructions that move no HBM bytes of their own (or whose traffic is counted elsewhere).
+_NO_TRAFFIC = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "partition-id",
+               "replica-id", "after-all", "opt-barrier", "while", "call", "conditional",
+               *COLLECTIVES, *(c + s for c in COLLECTIVES for s in ("-start", "-done")),
+               "copy-start", "copy-done"}
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([a-z][\w\-]*)\((.*)$")
+
+
+def array_bytes(shape_text: str) -> int:
+    """Bytes of the arrays in an HLO result type such as `bf16[8,128]{1,0}` or a tuple of them."""
+    return sum(_BYTES.get(dtype, 4) * math.prod(int(d) for d in dims.split(",") if d)
+               for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape_text))
+
+
+def _dims(shape_text: str) -> list[int]:
+    return [int(d) for d in re.search(r"\[([\d,]*)\]", shape_text).group(1).split(",") if d]
+
+
+class Module:
+    """A compiled HLO module's computations, instruction types, how often each computation runs
+    per execution of the entry (`runs`) and how often XLA's cost analysis counts it (`counted`:
+    once per call site, a loop body once)."""
+
+    def __init__(self, hlo_text: str):
+        self.computations: dict[str, list[str]] = {}
+        self.entry = None
+        current = None
+        for line in hlo_text.splitlines():
+            header = re.match(r"^(ENTRY )?%(\S+) .*\{$", line)
+            if header and current is None:
+                current = header.group(2)
+                self.computations[current] = []
+                self.entry = current if header.group(1) else self.entry
+            elif line.rstrip() == "}":  # Mosaic kernels' multi-line configs hold indented braces
+                current = None
+            elif current is not None:
+                self.computations[current].append(line)
+        self.types = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (.+?) [a-z][\w\-]*\(", hlo_text, re.M))
+        self.runs = self._runs()
+
+    def instructions(self, computation: str):
+        """(name, result type, opcode, rest of the line) of each instruction."""
+        for line in self.computations[computation]:
+            m = _INSTRUCTION.match(line)
+            if m:
+                yield m.groups()
+
+    def _defining(self, computation: str, name: str) -> tuple[str, str, str, str] | None:
+        return next((i for i in self.instructions(computation) if i[0] == name), None)
+
+    def _constant(self, computation: str, name: str) -> int | None:
+        inst = self._defining(computation, name)
+        if inst and inst[2] == "constant":
+            value = re.match(r"(-?\d+)\)", inst[3])
+            return int(value.group(1)) if value else None
+        return None
+
+    def trip_count(self, caller: str, while_rest: str) -> int:
+        """Iterations of a while loop: XLA's known_trip_count, else `i < N` in its condition with
+        the start from the operand tuple and the step from the body's root (0 and 1 if absent)."""
+        known = re.search(r'"known_trip_count":\{"n":"(\d+)"', while_rest)
+        if known:
+            return int(known.group(1))
+        cond = re.search(r"condition=%([\w.\-]+)", while_rest).group(1)
+        body = re.search(r"body=%([\w.\-]+)", while_rest).group(1)
+        root = next(i for line, i in zip(self.computations[cond], self.instructions(cond))
+                    if line.lstrip().startswith("ROOT"))
+        compare = re.match(r"%(\S+), %(\S+)\), direction=LT", root[3])
+        if root[2] != "compare" or not compare:
+            raise ValueError(f"while loop with condition {cond}: no `i < N` to read a trip count from")
+        index_inst = self._defining(cond, compare.group(1))
+        index = int(re.search(r"index=(\d+)", index_inst[3]).group(1))
+        bound = self._constant(cond, compare.group(2))
+        start, step = 0, 1
+        operand = re.match(r"%(\S+)\)", while_rest)
+        init = self._defining(caller, operand.group(1)) if operand else None
+        if init and init[2] == "tuple":
+            start = self._constant(caller, re.findall(r"%([^,\s)]+)", init[3])[index]) or 0
+        body_root = next(i for line, i in zip(self.computations[body], self.instructions(body))
+                         if line.lstrip().startswith("ROOT"))
+        update = self._defining(body, re.findall(r"%([^,\s)]+)", body_root[3])[index])
+        if update and update[2] == "add":
+            step = next((c for c in map(lambda n: self._constant(body, n), re.findall(r"%([^,\s)]+)", update[3])[:2])
+                         if c is not None), 1)
+        return max(0, -(-(bound - start) // step))
+
+    def _runs(self) -> Counter:
+        calls = defaultdict(list)
+        self.loop_bodies = set()
+        for name in self.computations:
+            for _, _, opcode, rest in self.instructions(name):
+                if opcode == "while":
+                    n = self.trip_count(name, rest)
+                    body = re.search(r"body=%([\w.\-]+)", rest).group(1)
+                    self.loop_bodies.add(body)
+                    calls[name] += [(body, n), (re.search(r"condition=%([\w.\-]+)", rest).group(1), n + 1)]
+                    continue
+                for callee in re.findall(r"(?:calls|to_apply|true_computation|false_computation)=%([\w.\-]+)", rest):
+                    calls[name].append((callee, 1))
+                for group in re.findall(r"(?:branch_computations|called_computations)=\{([^}]*)\}", rest):
+                    calls[name] += [(callee, 1) for callee in re.findall(r"%([\w.\-]+)", group)]
+        runs, self.counted = Counter(), Counter()
+
+        def walk(name, times, sites):
+            runs[name] += times
+            self.counted[name] += sites
+            for callee, n in calls.get(name, ()):
+                walk(callee, times * n, sites)
+        walk(self.entry, 1, 1)
+        return runs
+
+    def conv_flops(self, result: str, rest: str) -> float:
+        """2 x multiply-adds of a convolution, counting only the window taps that land on input
+        (not on padding or between dilated input elements): XLA:TPU writes batched matmuls as
+        convolutions whose batch dimensions are spatial with lhs_dilate = window size."""
+        lhs, rhs = (self.types[n] for n in re.match(r"%([^,\s]+), %([^,\s)]+)", rest).groups())
+        lhs, rhs, out = _dims(lhs), _dims(rhs), _dims(result)
+        lhs_labels, rhs_labels, out_labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", rest).groups()
+        window = dict(kv.split("=") for kv in re.search(r"window=\{([^}]*)\}", rest).group(1).split()) \
+            if "window={" in rest else {}
+        rank = len(window["size"].split("x")) if "size" in window else 0
+
+        def per_dim(key, default):
+            return [int(v) for v in window[key].split("x")] if key in window else [default] * rank
+        pads = [int(p.split("_")[0]) for p in window["pad"].split("x")] if "pad" in window else [0] * rank
+        taps = 1
+        for d, (size, stride, pad, lhs_dilate, rhs_dilate) in enumerate(zip(
+                per_dim("size", 1), per_dim("stride", 1), pads, per_dim("lhs_dilate", 1), per_dim("rhs_dilate", 1))):
+            last = (lhs[lhs_labels.index(str(d))] - 1) * lhs_dilate
+            taps *= sum(1 for o in range(out[out_labels.index(str(d))]) for k in range(size)
+                        if 0 <= o * stride + k * rhs_dilate - pad <= last
+                        and (o * stride + k * rhs_dilate - pad) % lhs_dilate == 0)
+        return 2.0 * out[out_labels.index("b")] * out[out_labels.index("f")] * rhs[rhs_labels.index("i")] * taps
+
+    def dot_flops(self, result: str, rest: str) -> float:
+        """2 x result elements x contracted size."""
+        lhs = _dims(self.types[re.match(r"%([^,\s]+)", rest).group(1)])
+        contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest).group(1)
+        return 2.0 * math.prod(_dims(result)) * math.prod(lhs[int(d)] for d in contracting.split(",") if d)
+
+    def _traffic(self, result: str, opcode: str, rest: str) -> float:
+        if opcode in _NO_TRAFFIC:
+            return 0.0
+        operands = re.findall(r"%([^,\s)]+)", rest.split("), ")[0])
+        return array_bytes(result) + sum(array_bytes(self.types.get(n, "")) for n in operands)
+
+    def loop_extra(self) -> tuple[float, float]:
+        """FLOPs (convolutions and dots) and HBM bytes (operands + results of each instruction at the
+        loop body's level, as for a fusion) of every loop body's runs beyond the one XLA's cost
+        analysis counts."""
+        flops = nbytes = 0.0
+        for name in self.computations:
+            extra = self.runs[name] - self.counted[name]
+            if extra <= 0:
+                continue
+            for _, result, opcode, rest in self.instructions(name):
+                if opcode == "convolution":
+                    flops += extra * self.conv_flops(result, rest)
+                elif opcode == "dot":
+                    flops += extra * self.dot_flops(result, rest)
+                if name in self.loop_bodies:
+                    nbytes += extra * self._traffic(result, opcode, rest)
+        return flops, nbytes
+
+    def lines(self):
+        """(computation, line) of every instruction line."""
+        for name, lines in self.computations.items():
+            for line in lines:
+                yield name, line
+
+
+def _group_size(line: str, default: int) -> int:
+    groups = re.search(r"replica_groups=\{\{([\d,]*)\}", line)
+    if groups:
+        return len(groups.group(1).split(","))
+    iota = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", line)
+    return int(iota.group(2)) if iota else default
+
+
+def collective_bytes(hlo_text: str, devices: int) -> dict[str, float]:
+    """Bytes each device sends per step, by collective, from a compiled HLO module's text.
+
+    Counts synchronous collectives (also those wrapped in async computations) and the `-done`
+    half of start/done pairs, by their result (the output): for a group of g devices an
+    all-gather sends out*(g-1)/g, a reduce-scatter out*(g-1), an all-reduce 2*out*(g-1)/g (ring),
+    an all-to-all out*(g-1)/g and a collective-permute its output; times the runs of its
+    computation (a windowed einsum's loop passes a shard on every iteration).
+    """
+    sent = dict.fromkeys(COLLECTIVES, 0.0)
+    pattern = re.compile(r"=\s*(.+?)\s+(" + "|".join(COLLECTIVES) + r")(-done)?\(")
+    module = Module(hlo_text)
+    for computation, line in module.lines():
+        runs = module.runs[computation]
+        m = pattern.search(line)
+        if not m or re.search(r"(" + "|".join(COLLECTIVES) + r")-start\(", line):
+            continue
+        result, op = m.group(1), m.group(2)
+        out = array_bytes(result)
+        if op == "collective-permute":
+            sent[op] += runs * out
+            continue
+        g = _group_size(line, devices)
+        if g <= 1:
+            continue
+        sent[op] += runs * {"all-gather": out * (g - 1) / g, "reduce-scatter": out * (g - 1),
+                            "all-reduce": 2 * out * (g - 1) / g, "all-to-all": out * (g - 1) / g}[op]
+    return sent
+
+
+def gemm_costs(hlo_text: str) -> tuple[float, float]:
+    """FLOPs and operand + result bytes of the library GEMM calls (cuBLAS) in a compiled GPU
+    module, which XLA's cost analysis does not price: 2 x result elements x contracted size."""
+    types = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (.+?) [a-z][\w\-]*\(", hlo_text, re.M))
+    flops = nbytes = 0.0
+    for line in hlo_text.splitlines():
+        if 'custom_call_target="__cublas$' not in line or "gemm_backend_config" not in line:
+            continue
+        m = re.search(r"= \(?([a-z]+\d*)\[([\d,]*)\].*?custom-call\(%([^,)\s]+), %([^,)\s]+)", line)
+        lhs_type = types.get(m.group(3), "")
+        lhs_dims = [int(d) for d in re.search(r"\[([\d,]*)\]", lhs_type).group(1).split(",") if d]
+        contracting = json.loads(re.search(r'"lhs_contracting_dimensions":(\[[^\]]*\])', line).group(1))
+        out = math.prod(int(d) for d in m.group(2).split(",") if d)
+        flops += 2.0 * out * math.prod(lhs_dims[int(i)] for i in contracting)
+        nbytes += _BYTES.get(m.group(1), 4) * out + array_bytes(lhs_type) + array_bytes(types.get(m.group(4), ""))
+    return flops, nbytes
+
+
+def fmha_costs(hlo_text: str) -> tuple[float, float]:
+    """FLOPs and operand + result bytes of the cuDNN fused-attention calls, which XLA's cost
+    analysis does not price either. With q [B, T, N, H] and k [B, S, K, H], a forward call is
+    QK^T and PV (4 BNTSH), a backward one recomputes QK^T and forms dP, dV, dQ, dK (10 BNTSH);
+    a causal mask halves both (cuDNN skips the blocks above the diagonal). The decoder's
+    `lax.cond` holds two calls of the same shapes (row lengths or a segment bias) of which one
+    runs, so the lengths branch is not counted."""
+    flops = nbytes = 0.0
+    for line in hlo_text.splitlines():
+        if 'custom_call_target="__cudnn$fmha' not in line or "/cond/branch_1_fun/" in line:
+            continue
+        operands = re.search(r"operand_layout_constraints=\{(.*?)\}, api_version", line).group(1)
+        (b, t, n, h), (_, s_len, _, _) = ([int(d) for d in dims.split(",")] for _, dims in
+                                          re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", operands)[:2])
+        calls = 5 if "Backward" in line.split("custom_call_target=")[1][:60] else 2
+        causal = re.search(r'"mask_type":\s*"\w*CAUSAL"', line) is not None
+        flops += calls * 2.0 * b * n * t * s_len * h / (2 if causal else 1)
+        result = re.search(r"= (\(.*?\)|\S+) custom-call\(", line).group(1)
+        nbytes += array_bytes(operands) + array_bytes(result)
+    return flops, nbytes
+
+
+def splash_costs(hlo_text: str) -> tuple[float, float]:
+    """FLOPs and operand + result bytes of the Pallas splash attention kernels (Mosaic custom
+    calls, unpriced by XLA:TPU). With q [B, N, T, H] and k [B, K, S, H], a forward kernel runs
+    QK^T and PV (4 BNTSH), the fused backward one (dkv, which also forms dQ) 10 BNTSH, each over
+    the blocks its mask grid [heads, T / block, S / block] keeps: the decoder's causal mask keeps
+    the n (n + 1) / 2 blocks on and below the diagonal. (`attention.splash_attention` uses the
+    fused backward kernel, so there is no separate dq kernel.)"""
+    flops = nbytes = 0.0
+    for line in hlo_text.splitlines():
+        kernel = re.match(r"\s*(?:ROOT )?%(splash_mha_(fwd|dkv)[\w.]*) = (.+?) custom-call\(", line)
+        if not kernel:
+            continue
+        operands = re.search(r"operand_layout_constraints=\{((?:[^{}]|\{[^{}]*\})*)\}", line).group(1)
+        shapes = [(dtype, [int(d) for d in dims.split(",") if d])
+                  for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", operands)]
+        _, blocks_q, blocks_k = next(dims for dtype, dims in shapes if dtype == "s8" and len(dims) == 3)
+        (b, n, t, h), (_, _, s_len, _) = [dims for dtype, dims in shapes if len(dims) == 4][:2]
+        kept = blocks_q * (blocks_q + 1) / 2 / (blocks_q * blocks_k)
+        flops += {"fwd": 4, "dkv": 10}[kernel.group(2)] * b * n * t * s_len * h * kept
+        nbytes += array_bytes(operands) + array_bytes(kernel.group(3))
+    return flops, nbytes
