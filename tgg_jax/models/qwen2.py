@@ -290,14 +290,19 @@ class Qwen2(nnx.Module):
             cache = KVCache(k=tuple(new_k), v=tuple(new_v), segment_ids=cache_segments, index=index + t)
         return x, cache
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """LM head: hidden [B, T, D] -> logits [B, T, V] float32."""
-        if self.lm_head is not None:
-            out = self.lm_head(hidden)
-        else:
-            table = self.embed_tokens.embedding[...].astype(self.config.compute_dtype)
-            out = jnp.einsum("btd,vd->btv", hidden, table, preferred_element_type=jnp.float32)
-        return constrain(out.astype(jnp.float32), ("batch", "seq", "act_vocab"))
+    def lm_head_table(self) -> jax.Array:
+        """The LM head as a [V, D] table in the compute dtype, gathered over `fsdp` (the vocabulary
+        stays split over `tensor`). The loss gathers it once per step, outside its chunk loop:
+        left split over the hidden dimension, XLA:TPU runs each chunk's logits as a windowed
+        einsum that accumulates float32 partial logits through HBM."""
+        table = self.embed_tokens.embedding[...] if self.lm_head is None else self.lm_head.kernel[...].T
+        return constrain(table.astype(self.config.compute_dtype), ("vocab", None))
+
+    def logits(self, hidden: jax.Array, table: jax.Array | None = None) -> jax.Array:
+        """LM head: hidden [B, T, D] -> logits [B, T, V] float32 (`table`: lm_head_table())."""
+        table = self.lm_head_table() if table is None else table
+        out = jnp.einsum("btd,vd->btv", hidden, table, preferred_element_type=jnp.float32)
+        return constrain(out, ("batch", "seq", "act_vocab"))
 
     def __call__(self, input_ids: jax.Array | None = None, *, inputs_embeds: jax.Array | None = None,
                  positions: jax.Array, segment_ids: jax.Array,
