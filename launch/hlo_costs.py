@@ -57,6 +57,8 @@ class Module:
             elif current is not None:
                 self.computations[current].append(line)
         self.types = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (.+?) [a-z][\w\-]*\(", hlo_text, re.M))
+        self.loop_bodies: set[str] = set()
+        self.counted: Counter = Counter()
         self.runs = self._runs()
 
     def instructions(self, computation: str):
@@ -76,6 +78,10 @@ class Module:
             return int(value.group(1)) if value else None
         return None
 
+    def _root(self, computation: str) -> tuple[str, str, str, str]:
+        line = next(line for line in self.computations[computation] if line.lstrip().startswith("ROOT"))
+        return _INSTRUCTION.match(line).groups()
+
     def trip_count(self, caller: str, while_rest: str) -> int:
         """Iterations of a while loop: XLA's known_trip_count, else `i < N` in its condition with
         the start from the operand tuple and the step from the body's root (0 and 1 if absent)."""
@@ -84,30 +90,28 @@ class Module:
             return int(known.group(1))
         cond = re.search(r"condition=%([\w.\-]+)", while_rest).group(1)
         body = re.search(r"body=%([\w.\-]+)", while_rest).group(1)
-        root = next(i for line, i in zip(self.computations[cond], self.instructions(cond))
-                    if line.lstrip().startswith("ROOT"))
-        compare = re.match(r"%(\S+), %(\S+)\), direction=LT", root[3])
-        if root[2] != "compare" or not compare:
-            raise ValueError(f"while loop with condition {cond}: no `i < N` to read a trip count from")
-        index_inst = self._defining(cond, compare.group(1))
-        index = int(re.search(r"index=(\d+)", index_inst[3]).group(1))
-        bound = self._constant(cond, compare.group(2))
-        start, step = 0, 1
-        operand = re.match(r"%(\S+)\)", while_rest)
-        init = self._defining(caller, operand.group(1)) if operand else None
+        _, _, opcode, rest = self._root(cond)
+        compare = re.match(r"%(\S+), %(\S+)\), direction=LT", rest)
+        counter = self._defining(cond, compare.group(1)) if opcode == "compare" and compare else None
+        bound = self._constant(cond, compare.group(2)) if counter else None
+        if counter is None or counter[2] != "get-tuple-element" or bound is None:
+            raise ValueError(f"while loop {body}: its condition {cond} is no `i < constant` to count runs by")
+        index = int(re.search(r"index=(\d+)", counter[3]).group(1))
+
+        def operand(inst, i):  # the i-th operand's name
+            return re.findall(r"%([^,\s)]+)", inst[3])[i]
+        start = step = None
+        init = self._defining(caller, re.match(r"%([^,\s)]+)", while_rest).group(1))
         if init and init[2] == "tuple":
-            start = self._constant(caller, re.findall(r"%([^,\s)]+)", init[3])[index]) or 0
-        body_root = next(i for line, i in zip(self.computations[body], self.instructions(body))
-                         if line.lstrip().startswith("ROOT"))
-        update = self._defining(body, re.findall(r"%([^,\s)]+)", body_root[3])[index])
+            start = self._constant(caller, operand(init, index))
+        update = self._defining(body, operand(self._root(body), index))
         if update and update[2] == "add":
-            step = next((c for c in map(lambda n: self._constant(body, n), re.findall(r"%([^,\s)]+)", update[3])[:2])
-                         if c is not None), 1)
+            step = next(filter(None, (self._constant(body, operand(update, i)) for i in (0, 1))), None)
+        start, step = start or 0, step or 1
         return max(0, -(-(bound - start) // step))
 
     def _runs(self) -> Counter:
         calls = defaultdict(list)
-        self.loop_bodies = set()
         for name in self.computations:
             for _, _, opcode, rest in self.instructions(name):
                 if opcode == "while":
@@ -120,7 +124,7 @@ class Module:
                     calls[name].append((callee, 1))
                 for group in re.findall(r"(?:branch_computations|called_computations)=\{([^}]*)\}", rest):
                     calls[name] += [(callee, 1) for callee in re.findall(r"%([\w.\-]+)", group)]
-        runs, self.counted = Counter(), Counter()
+        runs = Counter()
 
         def walk(name, times, sites):
             runs[name] += times

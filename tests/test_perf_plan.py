@@ -38,14 +38,14 @@ def test_plan_row_mfu_ceiling_by_hand(monkeypatch):
     monkeypatch.setitem(perf_plan.HARDWARE, "toy", hw)
 
     def point(llm, tower):
-        return {"flops": 100 + 10 * (llm - 2) + (tower - 2), "hbm_bytes": 1.0, "comm_bytes": 1.0,
+        return {"flops": 100 + 10 * (llm - 2) + (tower - 2), "xla_flops": 50.0, "hbm_bytes": 1.0, "comm_bytes": 1.0,
                 "peak_bytes": 5.0 * llm, "compile_s": 3.0 * llm + tower}
     points = {d: point(*d) for d in (*perf_plan.SHALLOW, perf_plan.TOWER_PROBE)}
     row = perf_plan.plan_row("toy", "1.5b", "stage3", points, (28, 24), 16, 2048, 5)
-    assert row["flops"] == pytest.approx(382) and row["peak_bytes"] == pytest.approx(140)
-    assert row["compile_s"] == 3 * 2 + 2  # the shallow compile's, not extrapolated
+    assert row["flops"] == pytest.approx(382) and row["xla_flops"] == 50.0
+    assert row["compile_s"] == 3 * 2 + 2 and row["peak_bytes"] == 5 * 2  # the shallow compile's
     assert row["step_s"] == pytest.approx(3.82) and row["bound"] == "compute"
-    assert row["xla_over_model"] == pytest.approx(382 / 300)
+    assert row["flops_over_model"] == pytest.approx(382 / 300)
     assert row["mfu_ceiling"] == pytest.approx(300 / 382)
 
 
