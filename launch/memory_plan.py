@@ -48,7 +48,12 @@ def compile_row(target: str, stage: str, size: str, overrides: list[str]) -> dic
     return {"target": target, "stage": stage, "size": size, "overrides": overrides, **report}
 
 
+def _key(row: dict) -> tuple:
+    return row["target"], row["stage"], row["size"], tuple(row["overrides"])
+
+
 def table(rows: list[dict]) -> str:
+    rows = list({_key(r): r for r in rows}.values())  # a row compiled again replaces the earlier one
     lines = ["| target | size | stage | trainable | global batch (per device x accum) | remat | "
              "state + batch / device | peak / device | fits (< 90 % of HBM) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -85,8 +90,7 @@ def main() -> None:
         return
     done = set()
     if os.path.isfile(args.out):
-        done = {(r["target"], r["stage"], r["size"], tuple(r["overrides"]))
-                for r in map(json.loads, open(args.out))}
+        done = {_key(r) for r in map(json.loads, open(args.out)) if "error" not in r}  # failed rows: again
     for size in args.sizes:
         for stage in args.stages:
             key = (args.target, stage, size, tuple(args.set))
@@ -96,8 +100,8 @@ def main() -> None:
             row = compile_row(args.target, stage, size, list(args.set))
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(f"[memory_plan] {stage}:{size}: "
-                  f"{row.get('peak_per_device_gib', row.get('error'))} GiB peak per device", flush=True)
+            result = row["error"] if "error" in row else f"{row['peak_per_device_gib']} GiB peak per device"
+            print(f"[memory_plan] {stage}:{size}: {result}", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -176,7 +177,8 @@ def measure(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
             "xla_flops": float(cost["flops"]), "kernel_flops": kernel_flops, "loop_flops": loops[0],
             "comm_bytes": sum(comm.values()), "comm": comm, "peak_bytes": peak_bytes(compiled)["peak"],
             "lower_s": step["lower_s"], "compile_s": step["compile_s"] + step["lower_s"],
-            "cudnn_fmha": text.count("__cudnn$fmha"), "splash": text.count("splash")}
+            "cudnn_fmha": text.count("__cudnn$fmha"), "splash": text.count("splash"),
+            "windowed_einsum_loops": len(re.findall(r" while\(.*body=%\S*windowed_dot_general", text))}
 
 
 def _measure_in_subprocess(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
@@ -274,7 +276,8 @@ def main() -> None:
         return
     done = set()
     if os.path.isfile(args.out):
-        done = {(m["target"], m["size"], m["stage"], tuple(m["depth"])) for m in map(json.loads, open(args.out))}
+        done = {(m["target"], m["size"], m["stage"], tuple(m["depth"])) for m in map(json.loads, open(args.out))
+                if "error" not in m}  # failed compiles run again
     todo = [(size, stage, d) for size in args.sizes for stage in args.stages for d in SHALLOW]
     todo += [(SIZES[0], stage, TOWER_PROBE) for stage in args.stages]
     for item in args.check:

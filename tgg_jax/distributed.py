@@ -1,4 +1,5 @@
-"""Starting JAX for one process of a job: simulated CPU devices and `jax.distributed`.
+"""Starting JAX for one process of a job: XLA:TPU's flags, simulated CPU devices and
+`jax.distributed`.
 
 Shared by `tgg-train` and `tgg-eval`, whose --cpu_devices / --coordinator_address /
 --num_processes / --process_id flags land here.
@@ -7,6 +8,24 @@ Shared by `tgg-train` and `tgg-eval`, whose --cpu_devices / --coordinator_addres
 from __future__ import annotations
 
 import os
+
+
+# XLA:TPU flags every tgg-jax compile uses (what the user sets in LIBTPU_INIT_ARGS wins). By
+# default XLA:TPU runs FSDP matmuls as windowed einsums, whose loops add each shard's partial
+# product into the full output through HBM: the 1.5B and 3B stage-3 steps on v5p-32 move 2.9x
+# the HBM bytes and are HBM-bound (docs/performance.md); with plain all-gathers (overlapped by
+# XLA's async collectives) they are compute-bound.
+TPU_FLAGS = {"xla_tpu_enable_windowed_einsum_for_all_gather": "false",
+             "xla_tpu_enable_windowed_einsum_for_reduce_scatter": "false"}
+
+
+def use_tpu_flags(environ=os.environ) -> None:
+    """Add TPU_FLAGS to LIBTPU_INIT_ARGS, except flags it names already; must run before libtpu
+    loads (the first TPU backend or topology)."""
+    current = environ.get("LIBTPU_INIT_ARGS", "")
+    extra = [f"--{name}={value}" for name, value in TPU_FLAGS.items() if f"--{name}" not in current]
+    if extra:
+        environ["LIBTPU_INIT_ARGS"] = " ".join([current, *extra]).strip()
 
 
 def use_cpu_devices(count: int) -> None:

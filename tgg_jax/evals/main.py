@@ -115,6 +115,7 @@ def main(argv) -> None:
     for name, flag in (("--config", _CONFIG), ("--checkpoint", _CHECKPOINT), ("--workdir", _WORKDIR)):
         if not flag.value:
             raise app.UsageError(f"{name} is required")
+    distributed.use_tpu_flags()
     distributed.use_cpu_devices(_CPU_DEVICES.value)
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:

@@ -53,6 +53,7 @@ def initialize_distributed() -> None:
 def main(argv) -> None:
     del argv
     config = _CONFIG.value
+    distributed.use_tpu_flags()
     distributed.use_cpu_devices(_CPU_DEVICES.value or config.cpu_devices)
     initialize_distributed()
     if _COMPILE_ONLY.value:

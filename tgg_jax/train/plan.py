@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec
 
-from tgg_jax import sharding
+from tgg_jax import distributed, sharding
 from tgg_jax.checkpoint import resolve_checkpoint
 from tgg_jax.errors import UserError
 from tgg_jax.models import attention
@@ -76,6 +76,7 @@ def topology_devices(topology: str, target_config: str = "") -> list:
         return list(desc.devices)
     if target_config:
         raise ValueError(f"--target_config is for GPU topologies (cuda:...), not {topology!r}")
+    distributed.use_tpu_flags()  # compile with the flags the run uses (if libtpu is not loaded yet)
     return list(topologies.get_topology_desc(topology_name=name, platform=platform).devices)
 
 
