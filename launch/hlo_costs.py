@@ -2,11 +2,12 @@
 analysis falls short: library calls it leaves unpriced (cuBLAS GEMMs, cuDNN fused attention,
 Pallas splash attention) and while loops, whose body it counts once however many times it runs.
 
-XLA:TPU turns FSDP matmuls into windowed einsums: a while loop whose body multiplies the local
-shard while a collective-permute brings the next one, unrolled twice. Its cost analysis prices
-that body once, so the module's real FLOPs are those plus (runs - 1) x each loop body's
-convolutions (`Module.loop_extra`); the trip count comes from the loop's own condition, start
-and step.
+XLA:TPU turns FSDP matmuls into windowed einsums (unless told not to, `distributed.TPU_FLAGS`):
+a while loop whose body multiplies the local shard while a collective-permute brings the next
+one, unrolled twice. Its cost analysis prices that body once, so `Module.loop_extra` adds the
+FLOPs (convolutions, dots) and bytes of every loop body's other runs; the trip count comes from
+the loop's own condition, start and step. Every price here is weighted by how often its
+computation runs (`Module.runs`; both branches of a conditional count as run).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Module:
                 self.computations[current].append(line)
         self.types = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (.+?) [a-z][\w\-]*\(", hlo_text, re.M))
         self.loop_bodies: set[str] = set()
+        self.unpriced_loops: list[str] = []  # loops whose trip count could not be read
         self.counted: Counter = Counter()
         self.runs = self._runs()
 
@@ -71,8 +73,11 @@ class Module:
     def _defining(self, computation: str, name: str) -> tuple[str, str, str, str] | None:
         return next((i for i in self.instructions(computation) if i[0] == name), None)
 
-    def _constant(self, computation: str, name: str) -> int | None:
-        inst = self._defining(computation, name)
+    def _constant(self, computation: str, name: str | None) -> int | None:
+        """The integer value of instruction `name`, if it is a constant (or a copy of one)."""
+        inst = self._defining(computation, name) if name else None
+        while inst and inst[2] == "copy":
+            inst = self._defining(computation, re.match(r"%([^,\s)]+)", inst[3]).group(1))
         if inst and inst[2] == "constant":
             value = re.match(r"(-?\d+)\)", inst[3])
             return int(value.group(1)) if value else None
@@ -82,32 +87,34 @@ class Module:
         line = next(line for line in self.computations[computation] if line.lstrip().startswith("ROOT"))
         return _INSTRUCTION.match(line).groups()
 
-    def trip_count(self, caller: str, while_rest: str) -> int:
-        """Iterations of a while loop: XLA's known_trip_count, else `i < N` in its condition with
-        the start from the operand tuple and the step from the body's root (0 and 1 if absent)."""
+    def trip_count(self, caller: str, while_rest: str) -> int | None:
+        """Iterations of a while loop: XLA's known_trip_count, else read from the loop itself as
+        XLA:TPU writes its windowed einsums: the condition `i < N` (N a constant), i's start a
+        constant in the operand tuple and its step a constant added in the body's root tuple.
+        None for any other loop."""
         known = re.search(r'"known_trip_count":\{"n":"(\d+)"', while_rest)
         if known:
             return int(known.group(1))
         cond = re.search(r"condition=%([\w.\-]+)", while_rest).group(1)
         body = re.search(r"body=%([\w.\-]+)", while_rest).group(1)
+
+        def operand(inst, i):  # the i-th operand's name
+            names = re.findall(r"%([^,\s)]+)", inst[3])
+            return names[i] if i < len(names) else None
         _, _, opcode, rest = self._root(cond)
         compare = re.match(r"%(\S+), %(\S+)\), direction=LT", rest)
         counter = self._defining(cond, compare.group(1)) if opcode == "compare" and compare else None
-        bound = self._constant(cond, compare.group(2)) if counter else None
-        if counter is None or counter[2] != "get-tuple-element" or bound is None:
-            raise ValueError(f"while loop {body}: its condition {cond} is no `i < constant` to count runs by")
+        if counter is None or counter[2] != "get-tuple-element":
+            return None
+        bound = self._constant(cond, compare.group(2))
         index = int(re.search(r"index=(\d+)", counter[3]).group(1))
-
-        def operand(inst, i):  # the i-th operand's name
-            return re.findall(r"%([^,\s)]+)", inst[3])[i]
-        start = step = None
         init = self._defining(caller, re.match(r"%([^,\s)]+)", while_rest).group(1))
-        if init and init[2] == "tuple":
-            start = self._constant(caller, operand(init, index))
+        start = self._constant(caller, operand(init, index)) if init and init[2] == "tuple" else None
         update = self._defining(body, operand(self._root(body), index))
-        if update and update[2] == "add":
-            step = next(filter(None, (self._constant(body, operand(update, i)) for i in (0, 1))), None)
-        start, step = start or 0, step or 1
+        steps = [self._constant(body, operand(update, i)) for i in (0, 1)] if update and update[2] == "add" else []
+        step = next((c for c in steps if c), None)
+        if None in (bound, start, step):
+            return None
         return max(0, -(-(bound - start) // step))
 
     def _runs(self) -> Counter:
@@ -118,6 +125,9 @@ class Module:
                     n = self.trip_count(name, rest)
                     body = re.search(r"body=%([\w.\-]+)", rest).group(1)
                     self.loop_bodies.add(body)
+                    if n is None:  # priced as one run, as XLA does, and reported
+                        self.unpriced_loops.append(body)
+                        n = 1
                     calls[name] += [(body, n), (re.search(r"condition=%([\w.\-]+)", rest).group(1), n + 1)]
                     continue
                 for callee in re.findall(r"(?:calls|to_apply|true_computation|false_computation)=%([\w.\-]+)", rest):
@@ -132,6 +142,9 @@ class Module:
             for callee, n in calls.get(name, ()):
                 walk(callee, times * n, sites)
         walk(self.entry, 1, 1)
+        for name in self.computations:  # a computation no call reaches (none expected) runs once
+            if name not in runs:
+                runs[name] = self.counted[name] = 1
         return runs
 
     def conv_flops(self, result: str, rest: str) -> float:
@@ -164,10 +177,43 @@ class Module:
         return 2.0 * math.prod(_dims(result)) * math.prod(lhs[int(d)] for d in contracting.split(",") if d)
 
     def _traffic(self, result: str, opcode: str, rest: str) -> float:
+        """HBM bytes of one instruction, as XLA's cost analysis counts them: operands and result,
+        except that a (dynamic-)slice reads only its slice and a dynamic-update-slice writes only
+        its update in place, alone or inside a fusion."""
         if opcode in _NO_TRAFFIC:
             return 0.0
         operands = re.findall(r"%([^,\s)]+)", rest.split("), ")[0])
-        return array_bytes(result) + sum(array_bytes(self.types.get(n, "")) for n in operands)
+        sizes = [array_bytes(self.types.get(n, "")) for n in operands]
+        if opcode in ("slice", "dynamic-slice"):
+            return 2 * array_bytes(result) + sum(sizes[1:])
+        if opcode == "dynamic-update-slice":
+            return 2 * sizes[1] + sum(sizes[2:])
+        callee = re.search(r"calls=%([\w.\-]+)", rest) if opcode == "fusion" else None
+        if not callee:
+            return array_bytes(result) + sum(sizes)
+        fused = list(self.instructions(callee.group(1)))
+        params = {int(re.match(r"(\d+)\)", r).group(1)): name for name, _, op, r in fused if op == "parameter"}
+        written = array_bytes(result)
+        root = self._root(callee.group(1))
+        if root[2] == "dynamic-update-slice":  # in place: the buffer parameter is neither read nor written whole
+            buffer, update = re.findall(r"%([^,\s)]+)", root[3])[:2]
+            written = array_bytes(self.types.get(update, ""))
+            params = {k: name for k, name in params.items() if name != buffer}
+            sizes = [size if k in params else 0 for k, size in enumerate(sizes)]
+        read = 0
+        for k, size in enumerate(sizes):
+            users = [(op, r_type) for _, r_type, op, r in fused if k in params
+                     and re.match(rf"%{re.escape(params[k])}[,)]", r)]
+            sliced = users and all(op in ("slice", "dynamic-slice") for op, _ in users)
+            read += sum(array_bytes(t) for _, t in users) if sliced else size
+        return written + read
+
+    def counted_bytes(self) -> float:
+        """HBM bytes with each loop body counted once, as XLA's cost analysis counts them (fusions
+        priced at their call, not inside)."""
+        levels = [self.entry, *self.loop_bodies]
+        return sum(self._traffic(result, opcode, rest) for name in levels
+                   for _, result, opcode, rest in self.instructions(name))
 
     def loop_extra(self) -> tuple[float, float]:
         """FLOPs (convolutions and dots) and HBM bytes (operands + results of each instruction at the
@@ -188,10 +234,14 @@ class Module:
         return flops, nbytes
 
     def lines(self):
-        """(computation, line) of every instruction line."""
+        """(runs, line) of every instruction line: how often its computation runs, and it."""
         for name, lines in self.computations.items():
             for line in lines:
-                yield name, line
+                yield self.runs[name], line
+
+
+def _module(hlo: str | Module) -> Module:
+    return hlo if isinstance(hlo, Module) else Module(hlo)
 
 
 def _group_size(line: str, default: int) -> int:
@@ -202,7 +252,7 @@ def _group_size(line: str, default: int) -> int:
     return int(iota.group(2)) if iota else default
 
 
-def collective_bytes(hlo_text: str, devices: int) -> dict[str, float]:
+def collective_bytes(hlo: str | Module, devices: int) -> dict[str, float]:
     """Bytes each device sends per step, by collective, from a compiled HLO module's text.
 
     Counts synchronous collectives (also those wrapped in async computations) and the `-done`
@@ -213,9 +263,7 @@ def collective_bytes(hlo_text: str, devices: int) -> dict[str, float]:
     """
     sent = dict.fromkeys(COLLECTIVES, 0.0)
     pattern = re.compile(r"=\s*(.+?)\s+(" + "|".join(COLLECTIVES) + r")(-done)?\(")
-    module = Module(hlo_text)
-    for computation, line in module.lines():
-        runs = module.runs[computation]
+    for runs, line in _module(hlo).lines():
         m = pattern.search(line)
         if not m or re.search(r"(" + "|".join(COLLECTIVES) + r")-start\(", line):
             continue
@@ -232,12 +280,13 @@ def collective_bytes(hlo_text: str, devices: int) -> dict[str, float]:
     return sent
 
 
-def gemm_costs(hlo_text: str) -> tuple[float, float]:
+def gemm_costs(hlo: str | Module) -> tuple[float, float]:
     """FLOPs and operand + result bytes of the library GEMM calls (cuBLAS) in a compiled GPU
     module, which XLA's cost analysis does not price: 2 x result elements x contracted size."""
-    types = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (.+?) [a-z][\w\-]*\(", hlo_text, re.M))
+    module = _module(hlo)
+    types = module.types
     flops = nbytes = 0.0
-    for line in hlo_text.splitlines():
+    for runs, line in module.lines():
         if 'custom_call_target="__cublas$' not in line or "gemm_backend_config" not in line:
             continue
         m = re.search(r"= \(?([a-z]+\d*)\[([\d,]*)\].*?custom-call\(%([^,)\s]+), %([^,)\s]+)", line)
@@ -245,12 +294,12 @@ def gemm_costs(hlo_text: str) -> tuple[float, float]:
         lhs_dims = [int(d) for d in re.search(r"\[([\d,]*)\]", lhs_type).group(1).split(",") if d]
         contracting = json.loads(re.search(r'"lhs_contracting_dimensions":(\[[^\]]*\])', line).group(1))
         out = math.prod(int(d) for d in m.group(2).split(",") if d)
-        flops += 2.0 * out * math.prod(lhs_dims[int(i)] for i in contracting)
-        nbytes += _BYTES.get(m.group(1), 4) * out + array_bytes(lhs_type) + array_bytes(types.get(m.group(4), ""))
+        flops += runs * 2.0 * out * math.prod(lhs_dims[int(i)] for i in contracting)
+        nbytes += runs * (_BYTES.get(m.group(1), 4) * out + array_bytes(lhs_type) + array_bytes(types.get(m.group(4), "")))
     return flops, nbytes
 
 
-def fmha_costs(hlo_text: str) -> tuple[float, float]:
+def fmha_costs(hlo: str | Module) -> tuple[float, float]:
     """FLOPs and operand + result bytes of the cuDNN fused-attention calls, which XLA's cost
     analysis does not price either. With q [B, T, N, H] and k [B, S, K, H], a forward call is
     QK^T and PV (4 BNTSH), a backward one recomputes QK^T and forms dP, dV, dQ, dK (10 BNTSH);
@@ -258,7 +307,7 @@ def fmha_costs(hlo_text: str) -> tuple[float, float]:
     `lax.cond` holds two calls of the same shapes (row lengths or a segment bias) of which one
     runs, so the lengths branch is not counted."""
     flops = nbytes = 0.0
-    for line in hlo_text.splitlines():
+    for runs, line in _module(hlo).lines():
         if 'custom_call_target="__cudnn$fmha' not in line or "/cond/branch_1_fun/" in line:
             continue
         operands = re.search(r"operand_layout_constraints=\{(.*?)\}, api_version", line).group(1)
@@ -266,13 +315,13 @@ def fmha_costs(hlo_text: str) -> tuple[float, float]:
                                           re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", operands)[:2])
         calls = 5 if "Backward" in line.split("custom_call_target=")[1][:60] else 2
         causal = re.search(r'"mask_type":\s*"\w*CAUSAL"', line) is not None
-        flops += calls * 2.0 * b * n * t * s_len * h / (2 if causal else 1)
+        flops += runs * calls * 2.0 * b * n * t * s_len * h / (2 if causal else 1)
         result = re.search(r"= (\(.*?\)|\S+) custom-call\(", line).group(1)
-        nbytes += array_bytes(operands) + array_bytes(result)
+        nbytes += runs * (array_bytes(operands) + array_bytes(result))
     return flops, nbytes
 
 
-def splash_costs(hlo_text: str) -> tuple[float, float]:
+def splash_costs(hlo: str | Module) -> tuple[float, float]:
     """FLOPs and operand + result bytes of the Pallas splash attention kernels (Mosaic custom
     calls, unpriced by XLA:TPU). With q [B, N, T, H] and k [B, K, S, H], a forward kernel runs
     QK^T and PV (4 BNTSH), the fused backward one (dkv, which also forms dQ) 10 BNTSH, each over
@@ -280,7 +329,7 @@ def splash_costs(hlo_text: str) -> tuple[float, float]:
     the n (n + 1) / 2 blocks on and below the diagonal. (`attention.splash_attention` uses the
     fused backward kernel, so there is no separate dq kernel.)"""
     flops = nbytes = 0.0
-    for line in hlo_text.splitlines():
+    for runs, line in _module(hlo).lines():
         kernel = re.match(r"\s*(?:ROOT )?%(splash_mha_(fwd|dkv)[\w.]*) = (.+?) custom-call\(", line)
         if not kernel:
             continue
@@ -288,8 +337,11 @@ def splash_costs(hlo_text: str) -> tuple[float, float]:
         shapes = [(dtype, [int(d) for d in dims.split(",") if d])
                   for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", operands)]
         _, blocks_q, blocks_k = next(dims for dtype, dims in shapes if dtype == "s8" and len(dims) == 3)
+        if blocks_q != blocks_k:
+            raise ValueError(f"{kernel.group(1)}: a {blocks_q} x {blocks_k} block grid is not the causal self-attention "
+                             "this pricing assumes")
         (b, n, t, h), (_, _, s_len, _) = [dims for dtype, dims in shapes if len(dims) == 4][:2]
-        kept = blocks_q * (blocks_q + 1) / 2 / (blocks_q * blocks_k)
-        flops += {"fwd": 4, "dkv": 10}[kernel.group(2)] * b * n * t * s_len * h * kept
-        nbytes += array_bytes(operands) + array_bytes(kernel.group(3))
+        kept = (blocks_q + 1) / 2 / blocks_q
+        flops += runs * {"fwd": 4, "dkv": 10}[kernel.group(2)] * b * n * t * s_len * h * kept
+        nbytes += runs * (array_bytes(operands) + array_bytes(kernel.group(3)))
     return flops, nbytes

@@ -118,7 +118,7 @@ def time_to_paper(rows: dict[str, dict], target: str = "8xh100", mfu: float | No
 
 
 # SPEC §3's global batches. The plan prices them unpacked, every sequence a full 2048-token row
-# (what perf_plan_8xh100.jsonl was compiled with): an upper bound, as the packed stage configs
+# (what perf_plan_8xh100.jsonl and perf_plan_v5p32.jsonl hold): an upper bound, as the packed stage configs
 # carry ~3 / 3 / 2.8 / 1.75 examples a row and so need that many times fewer rows.
 SPEC_BATCH = {"stage1_pretrain": 256, "stage1_finetune": 256, "stage2": 256, "stage3": 128}
 
@@ -162,19 +162,22 @@ def measure(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
         from jax._src.lib import xla_client
         module = compiled.runtime_executable().hlo_modules()[0]
         cost = dict(xla_client._xla.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module))
-    # What XLA leaves out: library and Pallas kernels, and loop bodies' runs after the first
-    # (XLA:TPU's windowed einsums; the GPU module has no loops left).
-    kernels = [gemm_costs(text), fmha_costs(text), splash_costs(text)]
-    loops = Module(text).loop_extra()
+    # What XLA leaves out: library and Pallas kernels, and loop bodies' runs after the first.
+    module = Module(text)
+    if module.unpriced_loops:
+        raise RuntimeError(f"loops with no readable trip count: {module.unpriced_loops[:3]}")
+    kernels = [gemm_costs(module), fmha_costs(module), splash_costs(module)]
     kernel_flops, kernel_bytes = (sum(k[i] for k in kernels) for i in (0, 1))
-    comm = collective_bytes(text, len(step["devices"]))
+    loop_flops, loop_bytes = module.loop_extra()
+    comm = collective_bytes(module, len(step["devices"]))
     return {"target": target, "size": size, "stage": stage, "depth": list(depth),
             "device_kind": step["devices"][0].device_kind, "devices": len(step["devices"]),
             "batch": config.batch_size, "seq_len": max(config.data.buckets),
             "images": 1 + config.data.max_objects,
-            "flops": float(cost["flops"]) + kernel_flops + loops[0],
-            "hbm_bytes": float(cost["bytes accessed"]) + kernel_bytes + loops[1],
-            "xla_flops": float(cost["flops"]), "kernel_flops": kernel_flops, "loop_flops": loops[0],
+            "flops": float(cost["flops"]) + kernel_flops + loop_flops,
+            "hbm_bytes": float(cost["bytes accessed"]) + kernel_bytes + loop_bytes,
+            "xla_flops": float(cost["flops"]), "kernel_flops": kernel_flops, "loop_flops": loop_flops,
+            "loop_bytes": loop_bytes,
             "comm_bytes": sum(comm.values()), "comm": comm, "peak_bytes": peak_bytes(compiled)["peak"],
             "lower_s": step["lower_s"], "compile_s": step["compile_s"] + step["lower_s"],
             "cudnn_fmha": text.count("__cudnn$fmha"), "splash": text.count("splash"),

@@ -15,6 +15,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "launch"))
 import hlo_costs  # noqa: E402
 
 
+def entry(*lines: str) -> str:
+    """A module of one computation holding `lines`."""
+    return "ENTRY %main () -> () {\n" + "\n".join(lines) + "\n}\n"
+
+
 def test_collective_bytes_of_a_compiled_fsdp_matmul():
     """x [64, 256] (batch-sharded) @ w [256, 512] (rows sharded over 8 devices), gradient of w:
     w is all-gathered (256*512*4 bytes out, 7/8 of it received from the others) and its
@@ -35,7 +40,7 @@ def test_collective_bytes_of_a_compiled_fsdp_matmul():
 
 def test_gemm_costs_of_a_cublas_call():
     """A cuBLAS GEMM as the GPU compiler writes it: [24, 888] x [888, 4736] in bf16."""
-    hlo = "\n".join([
+    hlo = entry(*[
         "  %a = bf16[24,888]{1,0} parameter(0)",
         "  %b = bf16[888,4736]{1,0} parameter(1)",
         '  %custom-call.1 = (f32[24,4736]{1,0}, s8[4194304]{0}) custom-call(%a, %b), '
@@ -57,7 +62,7 @@ def test_fmha_costs_of_cudnn_attention_calls():
                 f'metadata={{op_name="jit(step)/shard_map/cond/{branch}/dot_product_attention"}}, '
                 f'backend_config={{"cudnn_fmha_backend_config": {{"mask_type": "{mask}"}}}}')
     fwd = "(bf16[2,4,8,16]{3,1,2,0}, f32[2,4,8]{2,1,0}, u8[0]{0})"
-    hlo = "\n".join([call("f", "Softmax", fwd), call("g", "Softmax", fwd, branch="branch_1_fun"),
+    hlo = entry(*[call("f", "Softmax", fwd), call("g", "Softmax", fwd, branch="branch_1_fun"),
                      call("b", "SoftmaxBackward", "(bf16[2,4,8,16]{3,1,2,0}, bf16[2,1,8,16]{3,1,2,0}, "
                           "bf16[2,1,8,16]{3,1,2,0}, u8[0]{0})"),
                      call("t", "Softmax", fwd, branch="", mask="NO_MASK")])
@@ -108,9 +113,32 @@ def test_loop_extra_completes_xla_count_of_a_loop():
     looped = jax.jit(lambda x, w: lax.fori_loop(0, 5, lambda i, x: jnp.tanh(x @ w), x)).lower(x, w).compile()
     unrolled = jax.jit(lambda x, w: lax.scan(lambda x, _: (jnp.tanh(x @ w), None), x, None, length=5,
                                              unroll=True)[0]).lower(x, w).compile()
-    flops, _ = hlo_costs.Module(looped.as_text()).loop_extra()
+    flops, nbytes = hlo_costs.Module(looped.as_text()).loop_extra()
     assert flops == 4 * 2 * 64 * 128 * 128
     assert looped.cost_analysis()["flops"] + flops == pytest.approx(unrolled.cost_analysis()["flops"], abs=8)
+    # each extra run moves what one unrolled iteration does (the loop counter aside)
+    assert nbytes / 4 == pytest.approx(unrolled.cost_analysis()["bytes accessed"] / 5, rel=1e-3)
+
+
+def test_bytes_are_counted_as_xla_counts_them():
+    """A loop that reads a dynamic slice of x and writes its row of the result in place: bytes
+    as XLA's cost analysis counts them (slices read, updates written, not whole buffers)."""
+    def step(x, w):
+        def row(i, out):
+            y = jnp.tanh(lax.dynamic_index_in_dim(x, i, keepdims=False) @ w)
+            return lax.dynamic_update_slice(out, y[None], (i, 0, 0))
+        return lax.fori_loop(0, 8, row, jnp.zeros((8, 64, 128)))
+    compiled = jax.jit(step).lower(jnp.ones((8, 64, 128)), jnp.ones((128, 128))).compile()
+    module = hlo_costs.Module(compiled.as_text())
+    assert module.counted_bytes() == pytest.approx(compiled.cost_analysis()["bytes accessed"], rel=1e-3)
+
+
+def test_a_loop_of_unknown_length_is_reported_not_priced():
+    x, w = jnp.ones((64, 128)), jnp.ones((128, 128))
+    step = jax.jit(lambda x, w, n: lax.while_loop(lambda c: c[0] < n, lambda c: (c[0] + 1, jnp.tanh(c[1] @ w)),
+                                                  (0, x))[1])
+    module = hlo_costs.Module(step.lower(x, w, 5).compile().as_text())
+    assert len(module.unpriced_loops) == 1 and module.loop_extra() == (0.0, 0.0)
 
 
 # A windowed einsum as XLA:TPU writes it (names shortened): the counter starts at 0 (the
@@ -171,7 +199,7 @@ def test_splash_costs_of_pallas_attention_kernels():
         return (f"  %{name} = {result} custom-call(%m, %n, %q, %k, %v), custom_call_target=\"tpu_custom_call\", "
                 "operand_layout_constraints={s8[1,4,4]{2,1,0}, s8[1,4,4]{2,1,0}, bf16[2,4,512,64]{3,2,1,0}, "
                 f"bf16[2,1,512,64]{{3,2,1,0}}, bf16[2,1,512,64]{{3,2,1,0}}{extra}}}, backend_config={{\"custom_call_config\": {{}}}}")
-    hlo = "\n".join([call("splash_mha_fwd_segmented_residuals.4", "(bf16[2,4,512,64]{3,2,1,0}, f32[2,4,512]{2,1,0})"),
+    hlo = entry(*[call("splash_mha_fwd_segmented_residuals.4", "(bf16[2,4,512,64]{3,2,1,0}, f32[2,4,512]{2,1,0})"),
                      call("splash_mha_dkv_segmented_no_residuals.1", "(bf16[2,1,512,64]{3,2,1,0}, bf16[2,1,512,64]{3,2,1,0})",
                           extra=", f32[2,4,512]{2,1,0}")])
     flops, nbytes = hlo_costs.splash_costs(hlo)

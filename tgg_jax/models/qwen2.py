@@ -292,7 +292,7 @@ class Qwen2(nnx.Module):
 
     def lm_head_table(self) -> jax.Array:
         """The LM head as a [V, D] table in the compute dtype, gathered over `fsdp` (the vocabulary
-        stays split over `tensor`). The loss gathers it once per step, outside its chunk loop:
+        stays split over `tensor`). The loss gathers it once per call, outside its chunk loop:
         left split over the hidden dimension, XLA:TPU runs each chunk's logits as a windowed
         einsum that accumulates float32 partial logits through HBM."""
         table = self.embed_tokens.embedding[...] if self.lm_head is None else self.lm_head.kernel[...].T

@@ -87,7 +87,7 @@ def loss_sum_and_count(model, batch: dict, loss_chunk: int,
     weights = batch["target_mask"]
     if normalization == "sequence":
         weights = sequence_weights(weights, batch["segment_ids"])
-    table = model.llm.lm_head_table()  # gathered once per step, not once per loss chunk
+    table = model.llm.lm_head_table()  # gathered once per (micro)batch, not once per loss chunk
     return chunked_cross_entropy(hidden, lambda x: model.llm.logits(x, table), batch["targets"], weights,
                                  loss_chunk)
 
