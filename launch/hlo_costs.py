@@ -202,10 +202,10 @@ class Module:
             sizes = [size if k in params else 0 for k, size in enumerate(sizes)]
         read = 0
         for k, size in enumerate(sizes):
-            users = [(op, r_type) for _, r_type, op, r in fused if k in params
-                     and re.match(rf"%{re.escape(params[k])}[,)]", r)]
-            sliced = users and all(op in ("slice", "dynamic-slice") for op, _ in users)
-            read += sum(array_bytes(t) for _, t in users) if sliced else size
+            users = [(op, r_type, names[0] == params[k]) for _, r_type, op, r in fused if k in params
+                     for names in [re.findall(r"%([^,\s)]+)", r.split("), ")[0])] if params[k] in names]
+            sliced = users and all(op in ("slice", "dynamic-slice") and first for op, _, first in users)
+            read += sum(array_bytes(t) for _, t, _ in users) if sliced else size
         return written + read
 
     def counted_bytes(self) -> float:
