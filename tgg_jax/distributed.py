@@ -12,7 +12,7 @@ import os
 
 # XLA:TPU flags every tgg-jax compile uses (what the user sets in LIBTPU_INIT_ARGS wins). By
 # default XLA:TPU runs FSDP matmuls as windowed einsums, whose loops add each shard's partial
-# product into the full output through HBM: on v5p-32 every step then moves ~3x the HBM bytes
+# product into the full output through HBM: on v5p-32 every step then moves 2.6-3x the HBM bytes
 # and the 1.5B and 3B steps are HBM-bound (docs/performance.md). Without them the all-gathers
 # are left to XLA's asynchronous collectives to hide.
 TPU_FLAGS = {"xla_tpu_enable_windowed_einsum_for_all_gather": "false",
