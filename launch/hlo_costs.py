@@ -57,7 +57,8 @@ class Module:
                 current = None
             elif current is not None:
                 self.computations[current].append(line)
-        self.types = dict(re.findall(r"^\s*(?:ROOT )?%(\S+) = (.+?) [a-z][\w\-]*\(", hlo_text, re.M))
+        self.types = {name: result for computation in self.computations
+                      for name, result, _, _ in self.instructions(computation)}
         self.loop_bodies: set[str] = set()
         self.unpriced_loops: list[str] = []  # loops whose trip count could not be read
         self.counted: Counter = Counter()

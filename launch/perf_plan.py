@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 
@@ -181,7 +180,7 @@ def measure(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
             "comm_bytes": sum(comm.values()), "comm": comm, "peak_bytes": peak_bytes(compiled)["peak"],
             "lower_s": step["lower_s"], "compile_s": step["compile_s"] + step["lower_s"],
             "cudnn_fmha": text.count("__cudnn$fmha"), "splash": text.count("splash"),
-            "windowed_einsum_loops": len(re.findall(r" while\(.*body=%\S*windowed_dot_general", text))}
+            "windowed_einsum_loops": sum("windowed_dot_general" in body for body in module.loop_bodies)}
 
 
 def _measure_in_subprocess(target: str, size: str, stage: str, depth: tuple[int, int]) -> dict:
